@@ -1,0 +1,447 @@
+"""Read a Butler ``production.yaml`` into frozen, validated value objects.
+
+Only ``Butler.udpServerConfig``, ``Butler.webhookNotification`` and our own
+top-level ``butlerWebhook`` section are read; everything else is reported as
+ignored. Every problem is collected, with the key path that holds it, and all
+are raised together as one :class:`ConfigError` so that an admin fixes the
+file in one go. Nothing downstream re-reads raw YAML.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import SplitResult, urlsplit
+
+import attrs
+import yaml
+
+from butler_tw.alert import EventKind
+from butler_tw.retry import RetryPolicy
+
+DEFAULT_RATE_LIMIT = 300.0
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 4
+DEFAULT_SHUTDOWN_GRACE = 10.0
+METHODS = ("GET", "POST", "PUT")
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+class ConfigError(Exception):
+    """The config file cannot be used. ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s) in the configuration:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class TrustMode(enum.Enum):
+    """How a webhook's TLS server certificate is verified."""
+
+    PLATFORM = "platform"  # the system's CA store, host name verified
+    CUSTOM_CA = "custom CA"  # exactly the certificates in certCA, host name verified
+    NO_VERIFY = "no verification"  # cert.rejectUnauthorized: false
+
+
+@attrs.frozen
+class TlsSettings:
+    mode: TrustMode = TrustMode.PLATFORM
+    #: PEM text of each CA certificate (a bundle is split), read at start-up.
+    caCertificates: tuple[bytes, ...] = ()
+    caFile: str | None = None
+
+
+@attrs.frozen
+class Webhook:
+    """One outgoing webhook, as configured.
+
+    :ivar key: where it is in the config file, e.g.
+        ``reloadTaskFailure.webhooks[0]``; unique, stable across restarts as
+        long as the file is.
+    :ivar url: the full URL; a secret (tokens hide in its query and path
+        segments): log :func:`butler_tw.redact.redact_url` of it instead.
+    """
+
+    key: str
+    description: str
+    url: str
+    method: str
+    tls: TlsSettings = TlsSettings()
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
+    retry: RetryPolicy = RetryPolicy()
+
+    @property
+    def name(self) -> str:
+        """How log lines name this webhook: its description, else its key."""
+        return self.description or self.key
+
+
+@attrs.frozen
+class Route:
+    """Where alerts of one kind go, and how often per task."""
+
+    kind: EventKind
+    rateLimit: float = DEFAULT_RATE_LIMIT
+    webhooks: tuple[Webhook, ...] = ()
+
+
+@attrs.frozen
+class Config:
+    udpHost: str
+    udpPort: int
+    notificationsEnabled: bool
+    routes: Mapping[EventKind, Route]
+    shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
+    #: Config sections present in the file that this daemon does not use.
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def webhooks(self) -> tuple[Webhook, ...]:
+        return tuple(w for r in self.routes.values() for w in r.webhooks)
+
+
+# --------------------------------------------------------------------------
+# YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses duplicate keys instead of keeping the last."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+    return seen
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def load_config(path: str, reader: Callable[[str], bytes] = read_file) -> Config:
+    """Read and validate the config file at ``path`` (and the CA files it names).
+
+    :raises ConfigError: naming every problem found.
+    """
+    try:
+        text = reader(path)
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read the file: {e.strerror}"]) from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        raise ConfigError(path, [f"not valid YAML: {e}"]) from None
+    return parse_config(raw, source=path, reader=reader)
+
+
+def parse_config(raw: Any, source: str = "<config>", reader: Callable[[str], bytes] = read_file) -> Config:
+    """Validate an already-loaded YAML document. ``reader`` reads CA files."""
+    v = _Validator(reader)
+    config = v.config(raw)
+    if v.problems or config is None:
+        raise ConfigError(source, v.problems)
+    return config
+
+
+# --------------------------------------------------------------------------
+# Validation
+
+_MISSING = object()
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+class _Validator:
+    """Walks the document, collecting problems with their key paths."""
+
+    def __init__(self, reader: Callable[[str], bytes]) -> None:
+        self.reader = reader
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    # typed getters: each returns the default (after recording a problem) when wrong
+
+    def mapping(self, node: Any, path: str, required: bool = False) -> dict[str, Any] | None:
+        if node is None or node is _MISSING:
+            if required:
+                self.problem(path, "missing")
+            return None
+        if not isinstance(node, dict):
+            self.problem(path, f"expected a mapping, got {_kind_of(node)}")
+            return None
+        return node
+
+    def boolean(self, node: dict[str, Any], key: str, path: str, default: bool | object) -> Any:
+        value = node.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                self.problem(f"{path}.{key}", "missing (expected true or false)")
+                return None
+            return default
+        if not isinstance(value, bool):
+            self.problem(f"{path}.{key}", f"expected true or false, got {_kind_of(value)}")
+            return default if default is not _MISSING else None
+        return value
+
+    def number(
+        self, node: dict[str, Any], key: str, path: str, default: float, low: float, high: float
+    ) -> float:
+        value = node.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            self.problem(f"{path}.{key}", f"expected a number, got {_kind_of(value)}")
+            return default
+        if not low <= value <= high:
+            self.problem(f"{path}.{key}", f"must be between {low:g} and {high:g}, got {value:g}")
+            return default
+        return float(value)
+
+    def string(self, node: dict[str, Any], key: str, path: str, default: str | None = None) -> str | None:
+        value = node.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if default is None:
+                self.problem(f"{path}.{key}", "missing")
+            return default
+        if not isinstance(value, str):
+            self.problem(f"{path}.{key}", f"expected a string, got {_kind_of(value)}")
+            return default
+        return value
+
+    def unknown_keys(self, node: dict[str, Any], path: str, known: Sequence[str]) -> None:
+        for key in node:
+            if key not in known:
+                near = [k for k in known if k.lower() == str(key).lower()]
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (known keys: {', '.join(known)})"
+                self.problem(f"{path}.{key}", f"unknown key{hint}")
+
+    # sections
+
+    def config(self, raw: Any) -> Config | None:
+        top = self.mapping(raw, "(top level)", required=True)
+        if top is None:
+            return None
+        butler = self.mapping(top.get("Butler", _MISSING), "Butler", required=True)
+        if butler is None:
+            return None
+        ignored = [f"Butler.{k}" for k in butler if k not in ("udpServerConfig", "webhookNotification")]
+        ignored += [f"{k}" for k in top if k not in ("Butler", "butlerWebhook")]
+        ours = self.mapping(top.get("butlerWebhook", _MISSING), "butlerWebhook") or {}
+        self.unknown_keys(ours, "butlerWebhook", ("shutdownGracePeriod", "delivery"))
+        grace = self.number(ours, "shutdownGracePeriod", "butlerWebhook", DEFAULT_SHUTDOWN_GRACE, 0, 600)
+        delivery = self.mapping(ours.get("delivery", _MISSING), "butlerWebhook.delivery") or {}
+        self.unknown_keys(delivery, "butlerWebhook.delivery", ("retrySchedule", "maxAge"))
+        defaults = self.retry_policy(delivery, "butlerWebhook.delivery", RetryPolicy())
+        udpHost, udpPort = self.udp(butler.get("udpServerConfig", _MISSING))
+        enabled, routes, more_ignored = self.notifications(butler.get("webhookNotification", _MISSING), defaults)
+        if self.problems or udpHost is None:
+            return None
+        return Config(
+            udpHost=udpHost,
+            udpPort=udpPort,
+            notificationsEnabled=enabled,
+            routes=routes,
+            shutdownGrace=grace,
+            ignored=tuple(ignored + more_ignored),
+        )
+
+    def udp(self, raw: Any) -> tuple[str | None, int]:
+        path = "Butler.udpServerConfig"
+        node = self.mapping(raw, path, required=True)
+        if node is None:
+            return None, 0
+        enable = self.boolean(node, "enable", path, default=False)
+        if enable is False:
+            self.problem(
+                f"{path}.enable",
+                "is false or missing: this daemon receives alerts over UDP only, so it has nothing to do."
+                " Set it to true.",
+            )
+        host = self.string(node, "serverHost", path)
+        port = node.get("portTaskFailure", _MISSING)
+        if port is _MISSING or port is None:
+            self.problem(f"{path}.portTaskFailure", "missing (Qlik's log appender usually sends to 9998)")
+            return host, 0
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            self.problem(f"{path}.portTaskFailure", f"expected a port number 1-65535, got {_kind_of(port)}")
+            return host, 0
+        return host, port
+
+    def notifications(self, raw: Any, retry: RetryPolicy) -> tuple[bool, dict[EventKind, Route], list[str]]:
+        path = "Butler.webhookNotification"
+        node = self.mapping(raw, path)
+        if node is None:
+            return False, {kind: Route(kind) for kind in EventKind}, []
+        enabled = bool(self.boolean(node, "enable", path, default=False))
+        kinds = [k.value for k in EventKind]
+        ignored = [f"{path}.{k}" for k in node if k not in ("enable", *kinds)]
+        routes = {kind: self.route(node.get(kind.value, _MISSING), kind, f"{path}.{kind.value}", retry) for kind in EventKind}
+        return enabled, routes, ignored
+
+    def route(self, raw: Any, kind: EventKind, path: str, retry: RetryPolicy) -> Route:
+        node = self.mapping(raw, path)
+        if node is None:
+            return Route(kind)
+        rate = self.number(node, "rateLimit", path, DEFAULT_RATE_LIMIT, 0, 366 * 86400)
+        hooks = node.get("webhooks")
+        if hooks is None:
+            return Route(kind, rate)
+        if not isinstance(hooks, list):
+            self.problem(f"{path}.webhooks", f"expected a list of webhooks, got {_kind_of(hooks)}")
+            return Route(kind, rate)
+        webhooks = []
+        for i, entry in enumerate(hooks):
+            hook = self.webhook(entry, f"{path}.webhooks[{i}]", f"{kind.value}.webhooks[{i}]", retry)
+            if hook is not None:
+                webhooks.append(hook)
+        return Route(kind, rate, tuple(webhooks))
+
+    def webhook(self, raw: Any, path: str, key: str, retry: RetryPolicy) -> Webhook | None:
+        node = self.mapping(raw, path, required=True)
+        if node is None:
+            return None
+        self.unknown_keys(
+            node,
+            path,
+            ("description", "webhookURL", "httpMethod", "cert", "timeout", "concurrency", "retrySchedule", "maxAge"),
+        )
+        description = self.string(node, "description", path, default="") or ""
+        url = self.url(node, path)
+        method = self.string(node, "httpMethod", path)
+        if method is not None and method.upper() not in METHODS:
+            self.problem(f"{path}.httpMethod", f"must be GET, POST or PUT (any case), got {method[:20]!r}")
+        tls = self.tls(node.get("cert", _MISSING), f"{path}.cert", url)
+        timeout = self.number(node, "timeout", path, DEFAULT_TIMEOUT, 0.1, 600)
+        concurrency = self.number(node, "concurrency", path, DEFAULT_CONCURRENCY, 1, 256)
+        if concurrency != int(concurrency):
+            self.problem(f"{path}.concurrency", "must be a whole number")
+        retry = self.retry_policy(node, path, retry)
+        if url is None or method is None or tls is None:
+            return None
+        return Webhook(
+            key=key,
+            description=description,
+            url=url,
+            method=method.upper(),
+            tls=tls,
+            timeout=timeout,
+            concurrency=int(concurrency),
+            retry=retry,
+        )
+
+    def url(self, node: dict[str, Any], path: str) -> str | None:
+        url = self.string(node, "webhookURL", path)
+        if url is None:
+            return None
+        # Never echo the URL itself in an error: it may hold a token.
+        where = f"{path}.webhookURL"
+        if url != url.strip() or any(c.isspace() for c in url):
+            self.problem(where, "contains white space")
+            return None
+        try:
+            parts: SplitResult = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as e:
+            self.problem(where, f"not a valid URL ({e})")
+            return None
+        if parts.scheme.lower() not in ("http", "https"):
+            self.problem(where, f"must start with http:// or https:// (scheme is {parts.scheme[:10]!r})")
+            return None
+        if not parts.hostname:
+            self.problem(where, "has no host name")
+            return None
+        return url
+
+    def tls(self, raw: Any, path: str, url: str | None) -> TlsSettings | None:
+        node = self.mapping(raw, path)
+        if node is None:
+            return TlsSettings()
+        self.unknown_keys(node, path, ("enable", "rejectUnauthorized", "certCA"))
+        if not self.boolean(node, "enable", path, default=False):
+            return TlsSettings()  # as in Butler, the rest of a disabled block is not read
+        verify = self.boolean(node, "rejectUnauthorized", path, default=True)
+        ca_path = self.string(node, "certCA", path)
+        if ca_path is None:
+            return None
+        certs = self.ca_bundle(ca_path, f"{path}.certCA")
+        if certs is None:
+            return None
+        mode = TrustMode.CUSTOM_CA if verify is not False else TrustMode.NO_VERIFY
+        return TlsSettings(mode=mode, caCertificates=certs, caFile=ca_path)
+
+    def ca_bundle(self, ca_path: str, where: str) -> tuple[bytes, ...] | None:
+        try:
+            data = self.reader(ca_path)
+        except FileNotFoundError:
+            self.problem(where, f"file not found: {ca_path}")
+            return None
+        except OSError as e:
+            self.problem(where, f"cannot read {ca_path}: {e.strerror}")
+            return None
+        certs = tuple(m.group(0) for m in _PEM_CERT.finditer(data))
+        if not certs:
+            self.problem(where, f"{ca_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+            return None
+        from OpenSSL import crypto  # deferred: only needed when a CA file is configured
+
+        for n, pem in enumerate(certs, 1):
+            try:
+                crypto.load_certificate(crypto.FILETYPE_PEM, pem)
+            except crypto.Error:
+                self.problem(where, f"certificate {n} in {ca_path} cannot be read")
+                return None
+        return certs
+
+    def retry_policy(self, node: dict[str, Any], path: str, default: RetryPolicy) -> RetryPolicy:
+        schedule = default.schedule
+        raw = node.get("retrySchedule", _MISSING)
+        if raw is not _MISSING and raw is not None:
+            if (
+                not isinstance(raw, list)
+                or not raw
+                or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0 for s in raw)
+            ):
+                self.problem(f"{path}.retrySchedule", "expected a non-empty list of seconds (numbers >= 0)")
+            elif list(raw) != sorted(raw):
+                self.problem(f"{path}.retrySchedule", "must be in increasing order")
+            else:
+                schedule = tuple(float(s) for s in raw)
+        max_age = self.number(node, "maxAge", path, default.maxAge, 1, 30 * 86400)
+        return RetryPolicy(schedule=schedule, maxAge=max_age)

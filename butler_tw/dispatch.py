@@ -1,0 +1,193 @@
+"""Per-webhook dispatch: a queue, a concurrency limit, retries on schedule.
+
+One ``Dispatcher`` per webhook, so a dead or slow receiver only ever holds
+its own queue: the other webhooks and the UDP intake carry on at full speed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Callable, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from butler_tw.config import Webhook
+from butler_tw.http import Outcome
+from butler_tw.outbox import Delivery, IOutbox, State
+from butler_tw.payload import Request, build_request
+from butler_tw.redact import redact_url
+from butler_tw.retry import Verdict, hint_for_status
+from butler_tw.stats import Stats
+
+log = Logger(namespace="butler_tw.delivery")
+
+
+class Sender(Protocol):
+    def send(self, request: Request) -> Deferred[Outcome]: ...
+
+
+class Dispatcher:
+    """Delivers to one webhook, at most ``webhook.concurrency`` at a time."""
+
+    def __init__(
+        self,
+        webhook: Webhook,
+        sender: Sender,
+        outbox: IOutbox,
+        clock: IReactorTime,
+        stats: Stats,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.webhook = webhook
+        self._sender = sender
+        self._outbox = outbox
+        self._clock = clock
+        self._stats = stats
+        self._rand = rand
+        self._ready: deque[Delivery] = deque()
+        self._timers: dict[str, tuple[IDelayedCall, Delivery]] = {}
+        self._inFlight: dict[str, Deferred[Outcome]] = {}
+        self._idle: list[Deferred[None]] = []
+        self._stopping = False
+        self._target = redact_url(webhook.url)
+
+    @property
+    def queued(self) -> int:
+        """Deliveries waiting: due now, or waiting for a retry."""
+        return len(self._ready) + len(self._timers)
+
+    @property
+    def inFlight(self) -> int:
+        return len(self._inFlight)
+
+    def submit(self, delivery: Delivery) -> None:
+        """Take a pending delivery; it is attempted when due and a slot is free."""
+        if self._stopping:
+            return
+        delay = delivery.dueAt - self._clock.seconds()
+        if delay > 0:
+            call = self._clock.callLater(delay, self._due, delivery.id)
+            self._timers[delivery.id] = (call, delivery)
+        else:
+            self._ready.append(delivery)
+            self._pump()
+
+    def _due(self, deliveryId: str) -> None:
+        _, delivery = self._timers.pop(deliveryId)
+        self._ready.append(delivery)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._ready and len(self._inFlight) < self.webhook.concurrency and not self._stopping:
+            self._attempt(self._ready.popleft())
+
+    def _attempt(self, delivery: Delivery) -> None:
+        started = self._clock.seconds()
+        request = build_request(delivery.alert, self.webhook, timestamp=int(started))
+        self._stats.incr("attempts_started", self.webhook.key)
+        d = self._sender.send(request)
+        self._inFlight[delivery.id] = d
+        d.addCallback(self._finished, delivery, started)
+        d.addErrback(lambda f: log.failure("Unexpected error delivering {id}", f, id=delivery.id))
+        d.addBoth(self._settle, delivery.id)
+
+    def _finished(self, outcome: Outcome, delivery: Delivery, started: float) -> None:
+        now = self._clock.seconds()
+        attempts = delivery.attempts + 1
+        verdict = outcome.verdict
+        nextAt: float | None = None
+        if verdict is Verdict.DELIVERED:
+            state = State.DELIVERED
+        elif verdict is Verdict.RETRY and not self._stopping:
+            nextAt = self.webhook.retry.next_attempt_at(
+                delivery.acceptedAt, attempts, now, outcome.retryAfter, self._rand
+            )
+            state = State.PENDING if nextAt is not None else State.DEAD
+        elif verdict is Verdict.RETRY:
+            state = State.PENDING  # shutting down: left pending, not given up
+        else:
+            state = State.DEAD
+        updated = attrs.evolve(
+            delivery,
+            attempts=attempts,
+            dueAt=nextAt if nextAt is not None else delivery.dueAt,
+            state=state,
+            lastOutcome=outcome.describe(),
+        )
+        self._log_attempt(updated, outcome, (now - started) * 1000, nextAt)
+        self._stats.incr(f"attempts_{verdict.value}", self.webhook.key)
+        if state is State.DELIVERED:
+            self._stats.incr("deliveries_delivered", self.webhook.key)
+        elif state is State.DEAD:
+            self._stats.incr("deliveries_dead", self.webhook.key)
+        self._outbox.record(updated)
+        if nextAt is not None:
+            self.submit(updated)
+
+    def _log_attempt(self, d: Delivery, outcome: Outcome, ms: float, nextAt: float | None) -> None:
+        a = d.alert
+        fields = dict(
+            event=a.event,
+            taskName=a.taskName,
+            taskId=a.taskId,
+            webhook=self.webhook.name,
+            method=self.webhook.method,
+            url=self._target,
+            outcome=outcome.describe(),
+            ms=round(ms),
+            attempt=d.attempts,
+            alertId=a.alertId,
+        )
+        line = "{event}: task {taskName!r} ({taskId}) to {webhook} ({method} {url}): {outcome} in {ms} ms, attempt {attempt}"
+        if d.state is State.DELIVERED:
+            log.info(line, **fields)
+            return
+        hint = hint_for_status(outcome.status) if outcome.status is not None else ""
+        if outcome.tlsFailure:
+            hint = "check the server certificate and this webhook's cert settings"
+        if nextAt is not None:
+            wait = round(nextAt - self._clock.seconds(), 1)
+            log.warn(line + "; retrying in {wait} s" + ("; {hint}" if hint else ""), wait=wait, hint=hint, **fields)
+        elif d.state is State.DEAD:
+            why = "permanent failure" if outcome.verdict is Verdict.PERMANENT else "retries exhausted"
+            log.error(line + "; giving up ({why})" + ("; {hint}" if hint else ""), why=why, hint=hint, **fields)
+        else:
+            log.warn(line + "; left pending (shutting down)", **fields)
+
+    def _settle(self, _: object, deliveryId: str) -> None:
+        self._inFlight.pop(deliveryId, None)
+        self._pump()
+        if not self._inFlight:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def stop(self) -> Deferred[None]:
+        """Stop taking work; fires when no attempt is in flight.
+
+        Timers are cancelled; what has not been attempted stays pending in
+        the outbox. The caller bounds the wait and may :meth:`abort`.
+        """
+        self._stopping = True
+        for call, _ in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        if not self._inFlight:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+    def abort(self) -> None:
+        """Cancel the attempts still in flight (the grace period is over)."""
+        for d in list(self._inFlight.values()):
+            d.cancel()
+
+    def unattempted(self) -> int:
+        """Deliveries still waiting in the queue (after :meth:`stop`)."""
+        return len(self._ready)

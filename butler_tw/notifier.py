@@ -1,0 +1,124 @@
+"""The pipeline from datagram to deliveries: parse, rate-limit, outbox, dispatch."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from butler_tw.alert import Alert, fingerprint
+from butler_tw.config import Config
+from butler_tw.dispatch import Dispatcher
+from butler_tw.outbox import Delivery, IOutbox
+from butler_tw.ratelimit import RateLimiter
+from butler_tw.stats import Stats
+from butler_tw.throttle import LogThrottle
+from butler_tw.wireformat import Ignored, Parsed, Rejected, parse
+
+log = Logger(namespace="butler_tw.notifier")
+
+
+class Notifier:
+    """Turns datagrams into alerts and alerts into deliveries.
+
+    Each alert goes to every webhook of its kind at once: one delivery per
+    webhook, each on its own dispatcher, so no receiver waits for another.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        outbox: IOutbox,
+        dispatchers: Mapping[str, Dispatcher],
+        limiter: RateLimiter,
+        stats: Stats,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._outbox = outbox
+        self._dispatchers = dispatchers
+        self._limiter = limiter
+        self._stats = stats
+        self._rejectLog = LogThrottle(clock)
+
+    def datagram(self, data: bytes) -> None:
+        """Handle one datagram from the log appender."""
+        self._stats.incr("datagrams_received")
+        result = parse(data)
+        if isinstance(result, Parsed):
+            self._stats.incr("alerts_parsed")
+            if result.note:
+                self._stats.incr("alerts_ambiguous_split")
+                log.warn(
+                    "Alert for task {taskName!r} ({taskId}) parsed with a guess: {note}",
+                    taskName=result.alert.taskName,
+                    taskId=result.alert.taskId,
+                    note=result.note,
+                )
+            self.alert(result.alert)
+        elif isinstance(result, Ignored):
+            self._stats.incr(f"datagrams_{result.value}")
+        else:
+            self._reject(data, result)
+
+    def _reject(self, data: bytes, result: Rejected) -> None:
+        self._stats.incr("datagrams_rejected")
+        if self._rejectLog.allow():
+            more = self._rejectLog.take_suppressed()
+            log.warn(
+                "Dropped a datagram of {size} bytes (sha256 {digest}): {reason}"
+                + (" ({more} more dropped since the last such line)" if more else ""),
+                size=len(data),
+                digest=fingerprint(data),
+                reason=result.reason,
+                more=more,
+            )
+
+    def alert(self, alert: Alert) -> None:
+        """Rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
+        route = self._config.routes[alert.kind]
+        if not self._config.notificationsEnabled:
+            self._stats.incr("alerts_not_sent_disabled")
+            log.info(
+                "{event}: task {taskName!r} ({taskId}) not sent: Butler.webhookNotification.enable is false",
+                event=alert.event,
+                taskName=alert.taskName,
+                taskId=alert.taskId,
+            )
+            return
+        if not route.webhooks:
+            self._stats.incr("alerts_no_webhooks")
+            log.info(
+                "{event}: task {taskName!r} ({taskId}) not sent: no webhooks in {block}",
+                event=alert.event,
+                taskName=alert.taskName,
+                taskId=alert.taskId,
+                block=f"Butler.webhookNotification.{alert.kind.value}.webhooks",
+            )
+            return
+        if not self._limiter.allow(alert):
+            self._stats.incr("alerts_rate_limited")
+            log.info(
+                "{event}: task {taskName!r} ({taskId}) rate limited: "
+                "one alert per {window:g} s per task, next possible in {left:.0f} s",
+                event=alert.event,
+                taskName=alert.taskName,
+                taskId=alert.taskId,
+                window=route.rateLimit,
+                left=self._limiter.remaining(alert),
+            )
+            return
+        self._stats.incr("alerts_accepted")
+        keys = [w.key for w in route.webhooks]
+        d = self._outbox.add(alert, keys, self._clock.seconds())
+        d.addCallback(self._dispatch)
+        d.addErrback(
+            lambda f: log.failure("Could not store the alert for task {taskId}", f, taskId=alert.taskId)
+        )
+
+    def _dispatch(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            self._stats.incr("deliveries_created", delivery.webhookKey)
+            self._dispatchers[delivery.webhookKey].submit(delivery)

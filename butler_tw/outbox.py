@@ -1,0 +1,99 @@
+"""The outbox: every accepted alert, as one delivery per webhook, until done.
+
+``IOutbox`` is the seam between accepting an alert and dispatching it: the
+dispatcher only talks to this interface, so a durable store (SQLite, or a
+store shared by several daemons) replaces the in-memory one without touching
+it. An implementation fires ``add``'s Deferred only once the deliveries are
+as safe as it can make them; until then the alert does not count as accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import Interface, implementer
+
+from butler_tw.alert import Alert
+
+
+class State(enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@attrs.frozen
+class Delivery:
+    """One alert to one webhook.
+
+    :ivar webhookKey: the webhook's config key (``Webhook.key``).
+    :ivar acceptedAt: when the alert was accepted (clock seconds); the retry
+        schedule counts from here.
+    :ivar attempts: attempts made so far.
+    :ivar dueAt: when the next attempt is due.
+    :ivar lastOutcome: what the last attempt came to, for the admin.
+    """
+
+    alert: Alert
+    webhookKey: str
+    acceptedAt: float
+    attempts: int = 0
+    dueAt: float = 0.0
+    state: State = State.PENDING
+    lastOutcome: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.alert.alertId}/{self.webhookKey}"
+
+
+class IOutbox(Interface):
+    """Where deliveries live between acceptance and their end."""
+
+    def add(alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
+        """Record ``alert`` with one pending delivery per webhook, due ``now``."""
+
+    def record(delivery: Delivery) -> None:
+        """Store a delivery's new state after an attempt (pending, delivered or dead)."""
+
+    def pending() -> Deferred[list[Delivery]]:
+        """The deliveries still pending, to resume at start-up."""
+
+    def close() -> Deferred[None]:
+        """Flush and release the store."""
+
+
+@implementer(IOutbox)
+class MemoryOutbox:
+    """Keeps deliveries in memory: fast, and lost when the process ends.
+
+    Dead letters are kept, most recent last, up to ``keepDead``.
+    """
+
+    def __init__(self, keepDead: int = 1000) -> None:
+        self.live: dict[str, Delivery] = {}
+        self.dead: deque[Delivery] = deque(maxlen=keepDead)
+
+    def add(self, alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
+        deliveries = [Delivery(alert, key, acceptedAt=now, dueAt=now) for key in webhookKeys]
+        for delivery in deliveries:
+            self.live[delivery.id] = delivery
+        return succeed(deliveries)
+
+    def record(self, delivery: Delivery) -> None:
+        if delivery.state is State.PENDING:
+            self.live[delivery.id] = delivery
+            return
+        self.live.pop(delivery.id, None)
+        if delivery.state is State.DEAD:
+            self.dead.append(delivery)
+
+    def pending(self) -> Deferred[list[Delivery]]:
+        return succeed(list(self.live.values()))
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)

@@ -1,0 +1,130 @@
+"""``twistd butler-webhook``: options, start-up validation, and the service tree.
+
+The config file is read and validated in ``Options.postOptions``, before
+twistd daemonises, so that every problem is printed on the terminal and the
+exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from twisted.application import internet, service
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.logger import Logger
+from twisted.python import usage
+
+from butler_tw import __version__
+from butler_tw.config import Config, ConfigError, TrustMode, load_config
+from butler_tw.dispatch import Dispatcher
+from butler_tw.http import WebhookClient
+from butler_tw.intake import LogAppenderProtocol
+from butler_tw.notifier import Notifier
+from butler_tw.outbox import MemoryOutbox
+from butler_tw.ratelimit import RateLimiter
+from butler_tw.redact import redact_url
+from butler_tw.service import NotifierService
+from butler_tw.stats import Stats
+
+log = Logger(namespace="butler_tw")
+
+#: Largest datagram read whole (listenUDP's default of 8192 truncates silently).
+MAX_PACKET_SIZE = 65535
+
+
+class Options(usage.Options):
+    synopsis = "--config /etc/butler-tw/butler.yaml"
+    longdesc = "Receive Qlik Sense reload failure and abort datagrams and deliver them to webhooks."
+    optParameters = [
+        ["config", "c", None, "Butler config file (YAML) to read: the same production.yaml Butler uses."],
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config is required (the Butler production.yaml to read)")
+        try:
+            config = load_config(self["config"])
+            self.listenAddress = resolve_listen_host(config.udpHost)
+        except ConfigError as e:
+            # twistd prints the whole usage text for a UsageError; an admin
+            # wants just the problems, on stderr, and a non-zero exit.
+            sys.stderr.write(f"butler-webhook: {e}\n")
+            raise SystemExit(2) from None
+        self.config = config
+
+
+def resolve_listen_host(host: str) -> str:
+    """The address to bind for ``serverHost``: IP literals as they are, names resolved."""
+    if isIPAddress(host) or isIPv6Address(host):
+        return host
+    try:
+        info = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise ConfigError(
+            "config", [f"Butler.udpServerConfig.serverHost: cannot resolve {host!r}: {e.strerror}"]
+        ) from None
+    return str(info[0][4][0])
+
+
+def makeService(options: Options) -> service.IService:
+    from twisted.internet import reactor
+
+    config = options.config
+    stats = Stats()
+    outbox = MemoryOutbox()
+    clients = {w.key: WebhookClient(w, reactor) for w in config.webhooks}
+    dispatchers = {
+        w.key: Dispatcher(w, clients[w.key], outbox, reactor, stats) for w in config.webhooks  # type: ignore[arg-type]
+    }
+    limiter = RateLimiter(reactor, {kind: route.rateLimit for kind, route in config.routes.items()})  # type: ignore[arg-type]
+    notifier = Notifier(config, reactor, outbox, dispatchers, limiter, stats)  # type: ignore[arg-type]
+
+    log_startup(config)
+    top = service.MultiService()
+    NotifierService(reactor, outbox, dispatchers, clients, limiter, stats, config.shutdownGrace).setServiceParent(top)  # type: ignore[arg-type]
+    udp = internet.UDPServer(  # type: ignore[no-untyped-call]
+        config.udpPort,
+        LogAppenderProtocol(notifier.datagram),
+        interface=options.listenAddress,
+        maxPacketSize=MAX_PACKET_SIZE,
+    )
+    udp.setServiceParent(top)
+    return top
+
+
+def log_startup(config: Config) -> None:
+    """What an admin needs to see once at start: what is on, what is off, what is unsafe."""
+    log.info("butler-tw {version} starting", version=__version__)
+    if config.ignored:
+        log.info(
+            "Ignoring config sections this daemon does not use: {sections}", sections=", ".join(config.ignored)
+        )
+    if not config.notificationsEnabled:
+        log.warn(
+            "Butler.webhookNotification.enable is false: alerts are received and counted, but nothing is sent"
+        )
+    for kind, route in config.routes.items():
+        limit = f"at most one alert per task per {route.rateLimit:g} s" if route.rateLimit > 0 else "no rate limit"
+        log.info(
+            "{block}: {n} webhook(s), {limit}", block=kind.value, n=len(route.webhooks), limit=limit
+        )
+        for w in route.webhooks:
+            log.info(
+                "  {key}: {name} -> {method} {url} (TLS: {tls}, timeout {timeout:g} s)",
+                key=w.key,
+                name=w.description or "(no description)",
+                method=w.method,
+                url=redact_url(w.url),
+                tls=w.tls.mode.value if w.url.lower().startswith("https:") else "none (http)",
+                timeout=w.timeout,
+            )
+            if w.tls.mode is TrustMode.NO_VERIFY:
+                log.warn(
+                    "Webhook {name} ({key}) has cert.rejectUnauthorized: false: its server certificate "
+                    "is NOT verified, so anyone on the network path can read and change these alerts",
+                    name=w.name,
+                    key=w.key,
+                )
