@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
@@ -119,19 +119,31 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    # Only the keys written in this mapping count: a key that overrides one
+    # brought in by a ``<<:`` merge is deliberate, not a duplicate.
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(None, None, "found unhashable key", key_node.start_mark)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
-    return seen
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)  # type: ignore[no-untyped-call]
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's quote of the line (it may hold a token)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or type(e).__name__
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def read_file(path: str) -> bytes:
@@ -151,7 +163,7 @@ def load_config(path: str, reader: Callable[[str], bytes] = read_file) -> Config
     try:
         raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
-        raise ConfigError(path, [f"not valid YAML: {e}"]) from None
+        raise ConfigError(path, [f"not valid YAML: {_yaml_problem(e)}"]) from None
     return parse_config(raw, source=path, reader=reader)
 
 
@@ -378,8 +390,8 @@ class _Validator:
         try:
             parts: SplitResult = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as e:
-            self.problem(where, f"not a valid URL ({e})")
+        except ValueError:
+            self.problem(where, "not a valid URL (bad port or host)")
             return None
         if parts.scheme.lower() not in ("http", "https"):
             self.problem(where, f"must start with http:// or https:// (scheme is {parts.scheme[:10]!r})")

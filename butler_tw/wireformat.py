@@ -151,10 +151,10 @@ def _build(kind: EventKind, parts: list[str], anchor: int) -> Parsed:
         appName=clean(appName),
         user=clean(parts[anchor - 1]),
         taskId=parts[anchor],
-        appId=parts[anchor + 1],
+        appId=clean(parts[anchor + 1]),
         logTimeStamp=clean(parts[anchor + 2]),
         logLevel=clean(parts[anchor + 3]),
-        executionId=parts[anchor + 4],
+        executionId=clean(parts[anchor + 4]),
         logMessage=clean(";".join(parts[anchor + 5 :])),
     )
     return Parsed(alert, note)
@@ -166,8 +166,9 @@ def _split_names(names: list[str], appId: str) -> tuple[str, str, str | None]:
     With no extra ``;`` there are exactly two pieces. Otherwise, in order of
     plausibility: a task without an app (empty appId) has an empty appName, so
     everything else is the task name; a task name usually contains its app's
-    name ("Reload Sales dashboard" / "Sales dashboard"), so prefer the one
-    split where that holds; failing both, the task name takes the extra ``;``.
+    name ("Reload Sales dashboard" / "Sales dashboard"), so prefer the split
+    where that holds (with the longest such app name); failing both, the task
+    name takes the extra ``;``.
     """
     if len(names) == 2:
         return names[0], names[1], None
@@ -175,7 +176,9 @@ def _split_names(names: list[str], appId: str) -> tuple[str, str, str | None]:
         return ";".join(names[:-1]), "", None
     splits = [(";".join(names[:k]), ";".join(names[k:])) for k in range(1, len(names))]
     contained = [(t, a) for t, a in splits if a and a in t]
-    if len(contained) == 1:
+    if contained:
+        # The longest app name that fits: with a ';' in the app name, its last
+        # piece alone is also "in the task name", but is the less plausible split.
         task, app = contained[0]
         return task, app, "';' in task or app name: split where the app name is part of the task name"
     task, app = splits[-1]

@@ -1,0 +1,203 @@
+"""Tests for :mod:`butler_tw.ratelimit` and :mod:`butler_tw.throttle`, on a fake clock."""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from butler_tw.alert import Alert, EventKind
+from butler_tw.ratelimit import RateLimiter
+from butler_tw.throttle import LogThrottle
+
+TASK_A = "dec2a02a-1680-44ef-8dc2-e2bfb180af87"
+TASK_B = "3c9d1f4e-7b2a-4e51-9f0d-5a6b8c7d2e10"
+
+
+def alert(kind: EventKind = EventKind.FAILED, taskId: str = TASK_A, executionId: str = "e1") -> Alert:
+    return Alert(
+        kind=kind,
+        hostName="pro2-win1",
+        user="LAB\\goran",
+        taskName="Reload",
+        taskId=taskId,
+        appName="App",
+        appId="",
+        logTimeStamp="2021-02-16 09:24:59,099",
+        logLevel="INFO",
+        executionId=executionId,
+        logMessage="Max retries reached",
+    )
+
+
+class RateLimiterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.limiter = RateLimiter(self.clock, {EventKind.FAILED: 300.0, EventKind.ABORTED: 60.0})
+
+    def test_oncePerWindow(self) -> None:
+        self.assertTrue(self.limiter.allow(alert()))
+        self.assertFalse(self.limiter.allow(alert()))
+        self.assertFalse(self.limiter.allow(alert(executionId="another run")))
+        self.assertEqual(len(self.limiter), 1)
+
+    def test_otherTaskNotLimited(self) -> None:
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_B)))
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_B)))
+        self.assertEqual(len(self.limiter), 2)
+
+    def test_taskIdCaseInsensitive(self) -> None:
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_A.upper())))
+
+    def test_failureAndAbortIndependent(self) -> None:
+        self.assertTrue(self.limiter.allow(alert(EventKind.FAILED)))
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.assertFalse(self.limiter.allow(alert(EventKind.FAILED)))
+        self.assertFalse(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.assertEqual(len(self.limiter), 2)
+
+    def test_windowExpires(self) -> None:
+        self.assertTrue(self.limiter.allow(alert()))
+        self.clock.advance(299.9)
+        self.assertFalse(self.limiter.allow(alert()))
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.limiter), 0)
+        self.assertTrue(self.limiter.allow(alert()))
+        self.assertFalse(self.limiter.allow(alert()))
+
+    def test_refusedAlertDoesNotExtendWindow(self) -> None:
+        self.assertTrue(self.limiter.allow(alert()))
+        self.clock.advance(200)
+        self.assertFalse(self.limiter.allow(alert()))
+        self.clock.advance(100)
+        self.assertTrue(self.limiter.allow(alert()))
+
+    def test_windowPerKind(self) -> None:
+        self.assertTrue(self.limiter.allow(alert(EventKind.FAILED)))
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.clock.advance(60)
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.assertFalse(self.limiter.allow(alert(EventKind.FAILED)))
+
+    def test_remaining(self) -> None:
+        self.assertEqual(self.limiter.remaining(alert()), 0.0)
+        self.limiter.allow(alert())
+        self.assertEqual(self.limiter.remaining(alert()), 300.0)
+        self.clock.advance(120)
+        self.assertEqual(self.limiter.remaining(alert()), 180.0)
+        self.assertEqual(self.limiter.remaining(alert(EventKind.ABORTED)), 0.0)
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_B)), 0.0)
+        self.clock.advance(180)
+        self.assertEqual(self.limiter.remaining(alert()), 0.0)
+
+    def test_oneTimerPerWindow(self) -> None:
+        self.limiter.allow(alert())
+        self.limiter.allow(alert())
+        self.limiter.allow(alert(taskId=TASK_B))
+        calls = self.clock.getDelayedCalls()
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(sorted(c.getTime() for c in calls), [300.0, 300.0])
+        self.clock.advance(300)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_zeroDisables(self) -> None:
+        limiter = RateLimiter(self.clock, {EventKind.FAILED: 0.0, EventKind.ABORTED: 60.0})
+        for _ in range(3):
+            self.assertTrue(limiter.allow(alert(EventKind.FAILED)))
+        self.assertEqual(limiter.remaining(alert(EventKind.FAILED)), 0.0)
+        self.assertEqual(len(limiter), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(limiter.allow(alert(EventKind.ABORTED)))
+        self.assertFalse(limiter.allow(alert(EventKind.ABORTED)))
+
+    def test_missingKindNotLimited(self) -> None:
+        limiter = RateLimiter(self.clock, {EventKind.FAILED: 10.0})
+        self.assertTrue(limiter.allow(alert(EventKind.ABORTED)))
+        self.assertTrue(limiter.allow(alert(EventKind.ABORTED)))
+
+    def test_windowsCopied(self) -> None:
+        windows = {EventKind.FAILED: 10.0}
+        limiter = RateLimiter(self.clock, windows)
+        windows[EventKind.FAILED] = 0.0
+        self.assertTrue(limiter.allow(alert()))
+        self.assertFalse(limiter.allow(alert()))
+
+    def test_stopCancelsTimers(self) -> None:
+        self.limiter.allow(alert(EventKind.FAILED))
+        self.limiter.allow(alert(EventKind.ABORTED))
+        self.limiter.allow(alert(taskId=TASK_B))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 3)
+        calls = list(self.clock.getDelayedCalls())
+        self.limiter.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual([c.active() for c in calls], [False, False, False])
+        self.assertEqual(len(self.limiter), 0)
+
+    def test_stopAfterSomeExpired(self) -> None:
+        self.limiter.allow(alert(EventKind.ABORTED))
+        self.limiter.allow(alert(EventKind.FAILED))
+        self.clock.advance(60)
+        self.assertEqual(len(self.limiter), 1)
+        self.limiter.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopTwice(self) -> None:
+        self.limiter.allow(alert())
+        self.limiter.stop()
+        self.limiter.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_otherFieldsIrrelevant(self) -> None:
+        self.assertTrue(self.limiter.allow(alert()))
+        self.assertFalse(self.limiter.allow(attrs.evolve(alert(), hostName="other", taskName="renamed")))
+
+
+class LogThrottleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.throttle = LogThrottle(self.clock, burst=3, period=60.0)
+
+    def test_burst(self) -> None:
+        self.assertEqual([self.throttle.allow() for _ in range(5)], [True, True, True, False, False])
+        self.assertEqual(self.throttle.suppressed, 2)
+
+    def test_takeSuppressed(self) -> None:
+        for _ in range(7):
+            self.throttle.allow()
+        self.assertEqual(self.throttle.take_suppressed(), 4)
+        self.assertEqual(self.throttle.take_suppressed(), 0)
+        self.assertEqual(self.throttle.suppressed, 0)
+
+    def test_newPeriod(self) -> None:
+        for _ in range(4):
+            self.throttle.allow()
+        self.clock.advance(59.9)
+        self.assertFalse(self.throttle.allow())
+        self.clock.advance(0.1)
+        self.assertEqual([self.throttle.allow() for _ in range(4)], [True, True, True, False])
+        # Not reset by a new period: 1 + 1 from the first, 1 from this one, until taken.
+        self.assertEqual(self.throttle.suppressed, 3)
+
+    def test_periodStartsAtFirstLine(self) -> None:
+        """A period starts with the first line after the last one ended, not on a fixed grid."""
+        self.clock.advance(1000)
+        self.assertTrue(self.throttle.allow())
+        self.clock.advance(50)
+        self.assertTrue(self.throttle.allow())
+        self.assertTrue(self.throttle.allow())
+        self.assertFalse(self.throttle.allow())
+        self.clock.advance(10)
+        self.assertTrue(self.throttle.allow())
+
+    def test_defaults(self) -> None:
+        throttle = LogThrottle(self.clock)
+        self.assertEqual(sum(throttle.allow() for _ in range(15)), 10)
+        self.assertEqual(throttle.suppressed, 5)
+        self.clock.advance(60)
+        self.assertTrue(throttle.allow())
+
+    def test_noTimers(self) -> None:
+        self.throttle.allow()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
