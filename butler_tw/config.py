@@ -25,6 +25,9 @@ DEFAULT_RATE_LIMIT = 300.0
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 4
 DEFAULT_SHUTDOWN_GRACE = 10.0
+DEFAULT_STATE_DIR = "./state"
+DEFAULT_DEAD_LETTER_RETENTION = 7 * 86400.0
+DEFAULT_DEDUP_TTL = 10 * 60.0
 METHODS = ("GET", "POST", "PUT")
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -102,6 +105,12 @@ class Config:
     notificationsEnabled: bool
     routes: Mapping[EventKind, Route]
     shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
+    #: Where the outbox database lives (relative paths: to the working directory).
+    stateDir: str = DEFAULT_STATE_DIR
+    #: Seconds a dead letter is kept for inspection and replay.
+    deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
+    #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.
+    dedupTtl: float = DEFAULT_DEDUP_TTL
     #: Config sections present in the file that this daemon does not use.
     ignored: tuple[str, ...] = ()
 
@@ -182,6 +191,10 @@ def parse_config(raw: Any, source: str = "<config>", reader: Callable[[str], byt
 _MISSING = object()
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _kind_of(value: Any) -> str:
     if value is None:
         return "nothing (null)"
@@ -242,7 +255,7 @@ class _Validator:
             self.problem(f"{path}.{key}", f"expected a number, got {_kind_of(value)}")
             return default
         if not low <= value <= high:
-            self.problem(f"{path}.{key}", f"must be between {low:g} and {high:g}, got {value:g}")
+            self.problem(f"{path}.{key}", f"must be between {_num(low)} and {_num(high)}, got {_num(value)}")
             return default
         return float(value)
 
@@ -276,12 +289,17 @@ class _Validator:
         ignored = [f"Butler.{k}" for k in butler if k not in ("udpServerConfig", "webhookNotification")]
         ignored += [f"{k}" for k in top if k not in ("Butler", "butlerWebhook")]
         ours = self.mapping(top.get("butlerWebhook", _MISSING), "butlerWebhook") or {}
-        self.unknown_keys(ours, "butlerWebhook", ("shutdownGracePeriod", "delivery"))
+        self.unknown_keys(ours, "butlerWebhook", ("shutdownGracePeriod", "stateDir", "delivery"))
         grace = self.number(ours, "shutdownGracePeriod", "butlerWebhook", DEFAULT_SHUTDOWN_GRACE, 0, 600)
+        stateDir = self.string(ours, "stateDir", "butlerWebhook", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR
         delivery = self.mapping(ours.get("delivery", _MISSING), "butlerWebhook.delivery") or {}
-        self.unknown_keys(delivery, "butlerWebhook.delivery", ("retrySchedule", "maxAge"))
+        self.unknown_keys(delivery, "butlerWebhook.delivery", ("retrySchedule", "maxAge", "deadLetterRetention"))
         defaults = self.retry_policy(delivery, "butlerWebhook.delivery", RetryPolicy())
+        retention = self.number(
+            delivery, "deadLetterRetention", "butlerWebhook.delivery", DEFAULT_DEAD_LETTER_RETENTION, 0, 3660 * 86400
+        )
         udpHost, udpPort = self.udp(butler.get("udpServerConfig", _MISSING))
+        dedupTtl = self.dedup(butler.get("udpServerConfig"))
         enabled, routes, more_ignored = self.notifications(butler.get("webhookNotification", _MISSING), defaults)
         if self.problems or udpHost is None:
             return None
@@ -291,6 +309,9 @@ class _Validator:
             notificationsEnabled=enabled,
             routes=routes,
             shutdownGrace=grace,
+            stateDir=stateDir,
+            deadLetterRetention=retention,
+            dedupTtl=dedupTtl,
             ignored=tuple(ignored + more_ignored),
         )
 
@@ -315,6 +336,16 @@ class _Validator:
             self.problem(f"{path}.portTaskFailure", f"expected a port number 1-65535, got {_kind_of(port)}")
             return host, 0
         return host, port
+
+    def dedup(self, udp: Any) -> float:
+        """Butler's ``udpServerConfig.deduplication``: seconds to remember an executionId."""
+        path = "Butler.udpServerConfig.deduplication"
+        node = self.mapping(udp.get("deduplication", _MISSING), path) if isinstance(udp, dict) else None
+        if node is None:
+            return DEFAULT_DEDUP_TTL
+        if self.boolean(node, "enable", path, default=True) is False:
+            return 0.0
+        return 60 * self.number(node, "ttlMinutes", path, DEFAULT_DEDUP_TTL / 60, 0, 7 * 24 * 60)
 
     def notifications(self, raw: Any, retry: RetryPolicy) -> tuple[bool, dict[EventKind, Route], list[str]]:
         path = "Butler.webhookNotification"

@@ -558,11 +558,37 @@ class RetryPolicyConfigTests(ConfigTestCase):
         self.assertEqual(
             self.problems(doc),
             (
-                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, delivery)",
-                "butlerWebhook.delivery.retries: unknown key (known keys: retrySchedule, maxAge)",
+                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, delivery)",
+                "butlerWebhook.delivery.retries: unknown key (known keys: retrySchedule, maxAge, deadLetterRetention)",
                 "butlerWebhook.delivery.retrySchedule: must be in increasing order",
-                "butlerWebhook.delivery.maxAge: must be between 1 and 2.592e+06, got 0",
+                "butlerWebhook.delivery.maxAge: must be between 1 and 2592000, got 0",
             ),
+        )
+
+    def test_stateAndDeadLetterDefaults(self) -> None:
+        config = parse_config(minimal())
+        self.assertEqual(config.stateDir, "./state")
+        self.assertEqual(config.deadLetterRetention, 7 * 86400)
+        self.assertEqual(config.dedupTtl, 600)
+
+    def test_stateAndDeadLetterSettings(self) -> None:
+        doc = minimal()
+        doc["butlerWebhook"] = {"stateDir": "/var/lib/butler-tw", "delivery": {"deadLetterRetention": 3600}}
+        config = parse_config(doc)
+        self.assertEqual(config.stateDir, "/var/lib/butler-tw")
+        self.assertEqual(config.deadLetterRetention, 3600)
+
+    def test_deduplication(self) -> None:
+        """Butler's own udpServerConfig.deduplication keys: enable, ttlMinutes."""
+        doc = minimal()
+        doc["Butler"]["udpServerConfig"]["deduplication"] = {"enable": True, "ttlMinutes": 2}
+        self.assertEqual(parse_config(doc).dedupTtl, 120)
+        doc["Butler"]["udpServerConfig"]["deduplication"] = {"enable": False, "ttlMinutes": 2}
+        self.assertEqual(parse_config(doc).dedupTtl, 0)
+        doc["Butler"]["udpServerConfig"]["deduplication"] = {"ttlMinutes": "ten"}
+        self.assertEqual(
+            self.problems(doc),
+            ("Butler.udpServerConfig.deduplication.ttlMinutes: expected a number, got a string",),
         )
 
 
@@ -651,7 +677,7 @@ class ErrorTests(ConfigTestCase):
     def test_rateLimitRange(self) -> None:
         self.assertEqual(
             self.problems(with_hooks(rateLimit=-1)),
-            (f"{FAILURE}.rateLimit: must be between 0 and 3.16224e+07, got -1",),
+            (f"{FAILURE}.rateLimit: must be between 0 and 31622400, got -1",),
         )
         self.assertEqual(
             self.problems(with_hooks(rateLimit=float("nan"))),
