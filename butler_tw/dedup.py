@@ -1,0 +1,68 @@
+"""Drop a datagram seen before: the same (kind, executionId) within a TTL.
+
+A Qlik node with two appenders pointing at us, or a network that duplicates
+packets, must not double-alert. Clock injected; expiry is a sweep from the
+oldest key (all keys share one TTL, so insertion order is expiry order).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from twisted.internet.interfaces import IReactorTime
+
+from butler_tw.alert import Alert, EventKind
+
+Key = tuple[EventKind, str]
+
+
+class Deduplicator:
+    """Remembers (kind, executionId) pairs for ``ttl`` seconds.
+
+    :param onRemember: called with (kind, executionId, expiresAt) for every
+        new key, so a store can keep the keys across restarts.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        ttl: float,
+        onRemember: Callable[[EventKind, str, float], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._onRemember = onRemember
+        self._expiries: OrderedDict[Key, float] = OrderedDict()
+
+    def seen(self, alert: Alert) -> bool:
+        """True if ``alert`` is a duplicate; otherwise remember it and say False."""
+        if self._ttl <= 0:
+            return False
+        now = self._clock.seconds()
+        self._sweep(now)
+        key = (alert.kind, alert.executionId.lower())
+        if key in self._expiries:
+            return True
+        expiresAt = now + self._ttl
+        self._expiries[key] = expiresAt
+        if self._onRemember is not None:
+            self._onRemember(alert.kind, key[1], expiresAt)
+        return False
+
+    def restore(self, entries: Iterable[tuple[EventKind, str, float]]) -> None:
+        """Re-arm the keys remembered before a restart: (kind, executionId, expiresAt)."""
+        for kind, executionId, expiresAt in entries:
+            key = (kind, executionId.lower())
+            self._expiries[key] = max(expiresAt, self._expiries.get(key, 0.0))
+        self._expiries = OrderedDict(sorted(self._expiries.items(), key=lambda kv: kv[1]))
+
+    def __len__(self) -> int:
+        return len(self._expiries)
+
+    def _sweep(self, now: float) -> None:
+        while self._expiries:
+            key, expiresAt = next(iter(self._expiries.items()))
+            if expiresAt > now:
+                return
+            del self._expiries[key]

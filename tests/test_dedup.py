@@ -1,0 +1,76 @@
+"""Deduplicator: (kind, executionId) remembered for a TTL, on a fake clock."""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from butler_tw.alert import Alert, EventKind
+from butler_tw.dedup import Deduplicator
+
+ALERT = Alert(
+    kind=EventKind.FAILED,
+    hostName="h",
+    user="D\\u",
+    taskName="t",
+    taskId="dec2a02a-1680-44ef-8dc2-e2bfb180af87",
+    appName="a",
+    appId="",
+    logTimeStamp="2021-02-16 09:24:59,099",
+    logLevel="INFO",
+    executionId="14a81bf5-f81c-4047-b1a1-193b0920de28",
+    logMessage="Max retries reached",
+)
+
+
+class DeduplicatorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.remembered: list[tuple[EventKind, str, float]] = []
+        self.dedup = Deduplicator(self.clock, 600, lambda *a: self.remembered.append(a))
+
+    def test_secondIsDuplicate(self) -> None:
+        self.assertFalse(self.dedup.seen(ALERT))
+        self.assertTrue(self.dedup.seen(ALERT))
+        self.assertEqual(self.remembered, [(EventKind.FAILED, ALERT.executionId, 600.0)])
+
+    def test_executionIdCaseInsensitive(self) -> None:
+        self.dedup.seen(ALERT)
+        self.assertTrue(self.dedup.seen(attrs.evolve(ALERT, executionId=ALERT.executionId.upper())))
+
+    def test_otherKindOrExecutionIsNew(self) -> None:
+        self.dedup.seen(ALERT)
+        self.assertFalse(self.dedup.seen(attrs.evolve(ALERT, kind=EventKind.ABORTED)))
+        self.assertFalse(
+            self.dedup.seen(attrs.evolve(ALERT, executionId="00000000-0000-4000-8000-000000000000"))
+        )
+
+    def test_expires(self) -> None:
+        self.dedup.seen(ALERT)
+        self.clock.advance(599)
+        self.assertTrue(self.dedup.seen(ALERT))
+        self.clock.advance(1)
+        self.assertFalse(self.dedup.seen(ALERT))
+        self.assertEqual(len(self.remembered), 2)
+
+    def test_sweepBoundsMemory(self) -> None:
+        for i in range(100):
+            self.dedup.seen(attrs.evolve(ALERT, executionId=f"{i:08x}-0000-4000-8000-000000000000"))
+            self.clock.advance(10)
+        # Only the last 60 (600 s at one per 10 s) are still remembered.
+        self.assertEqual(len(self.dedup), 60)
+
+    def test_zeroTtlDisables(self) -> None:
+        dedup = Deduplicator(self.clock, 0)
+        self.assertFalse(dedup.seen(ALERT))
+        self.assertFalse(dedup.seen(ALERT))
+        self.assertEqual(len(dedup), 0)
+
+    def test_restore(self) -> None:
+        """Keys from before a restart keep their remaining time."""
+        self.clock.advance(1000)
+        self.dedup.restore([(EventKind.FAILED, ALERT.executionId.upper(), 1100.0)])
+        self.assertTrue(self.dedup.seen(ALERT))
+        self.clock.advance(100)
+        self.assertFalse(self.dedup.seen(ALERT))

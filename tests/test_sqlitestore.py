@@ -1,0 +1,126 @@
+"""SqliteOutbox: a real SQLite file, written on its own thread, on the real reactor."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from butler_tw.alert import EventKind
+from butler_tw.outbox import IOutbox, State
+from butler_tw.sqlitestore import DB_NAME, SqliteOutbox, StoreError, connect
+from tests.test_dedup import ALERT
+
+
+def alert(i: int):  # type: ignore[no-untyped-def]
+    return attrs.evolve(ALERT, executionId=f"{i:08x}-0000-4000-8000-000000000000")
+
+
+class SqliteOutboxTests(TestCase):
+    def setUp(self) -> None:
+        self.stateDir = self.mktemp()
+        self.outbox = self.open()
+
+    def open(self) -> SqliteOutbox:
+        outbox = SqliteOutbox(self.stateDir, reactor, deadLetterRetention=3600)
+        outbox.open()
+        self.addCleanup(outbox.close)
+        return outbox
+
+    def test_interface(self) -> None:
+        self.assertTrue(verifyObject(IOutbox, self.outbox))
+
+    @inlineCallbacks
+    def test_addSurvivesReopen(self):  # type: ignore[no-untyped-def]
+        """What add() fired for is on disk: a new outbox on the same file resumes it."""
+        deliveries = yield self.outbox.add(ALERT, ["a", "b"], 1000.0)
+        self.assertEqual([d.webhookKey for d in deliveries], ["a", "b"])
+        yield self.outbox.close()
+        again = self.open()
+        pending = yield again.pending()
+        self.assertEqual(sorted(pending, key=lambda d: d.webhookKey), deliveries)
+        self.assertEqual(pending[0].alert, ALERT)
+
+    @inlineCallbacks
+    def test_recordDeliveredDeadPending(self):  # type: ignore[no-untyped-def]
+        a, b, c = yield self.outbox.add(ALERT, ["a", "b", "c"], 1000.0)
+        self.outbox.record(attrs.evolve(a, state=State.DELIVERED, attempts=1, lastOutcome="HTTP 200"))
+        self.outbox.record(attrs.evolve(b, state=State.DEAD, attempts=1, lastOutcome="HTTP 400"))
+        self.outbox.record(attrs.evolve(c, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503"))
+        pending = yield self.outbox.pending()
+        self.assertEqual(pending, [attrs.evolve(c, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503")])
+        yield self.outbox.flushed()
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        rows = conn.execute("SELECT webhook_key, state, last_outcome FROM deliveries ORDER BY webhook_key").fetchall()
+        conn.close()
+        self.assertEqual(rows, [("b", "dead", "HTTP 400"), ("c", "pending", "HTTP 503")])
+
+    @inlineCallbacks
+    def test_groupCommit(self):  # type: ignore[no-untyped-def]
+        """Many adds submitted together share a few transactions, not one each."""
+        yield gatherResults([self.outbox.add(alert(i), ["a", "b", "c"], 1000.0) for i in range(500)])
+        self.assertLessEqual(self.outbox.commits, 3)
+        pending = yield self.outbox.pending()
+        self.assertEqual(len(pending), 1500)
+
+    @inlineCallbacks
+    def test_rememberAndPrune(self):  # type: ignore[no-untyped-def]
+        now = reactor.seconds()
+        self.outbox.remember("dedup", EventKind.FAILED, "x", now + 60)
+        self.outbox.remember("dedup", EventKind.FAILED, "old", now - 1)
+        self.outbox.remember("windows", EventKind.ABORTED, "task", now + 30)
+        dedup = yield self.outbox.remembered("dedup", now)
+        windows = yield self.outbox.remembered("windows", now)
+        self.assertEqual(dedup, [(EventKind.FAILED, "x", now + 60)])
+        self.assertEqual(windows, [(EventKind.ABORTED, "task", now + 30)])
+        (d,) = yield self.outbox.add(ALERT, ["a"], now)
+        self.outbox.record(attrs.evolve(d, state=State.DELIVERED))
+        self.outbox.prune()
+        yield self.outbox.flushed()
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("dedup", "alerts")]
+        conn.close()
+        self.assertEqual(counts, [1, 0])
+
+    @inlineCallbacks
+    def test_writeErrorKeepsDelivering(self):  # type: ignore[no-untyped-def]
+        """A failed commit is logged and counted; add() still hands out the deliveries."""
+        self.outbox._conn.execute("DROP TABLE deliveries")  # every later write fails
+        deliveries = yield self.outbox.add(ALERT, ["a"], 1000.0)
+        self.assertEqual(len(deliveries), 1)
+        self.assertFalse(self.outbox.healthy)
+        self.assertEqual(self.outbox.writeErrors, 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class ConnectTests(SynchronousTestCase):
+    def test_corruptDatabase(self) -> None:
+        stateDir = self.mktemp()
+        os.makedirs(stateDir)
+        with open(os.path.join(stateDir, DB_NAME), "wb") as f:
+            f.write(b"this is not a database" * 100)
+        e = self.assertRaises(StoreError, connect, stateDir)
+        self.assertIn(os.path.join(stateDir, DB_NAME), str(e))
+        self.assertIn("move the file", str(e))
+
+    def test_unwritableDirectory(self) -> None:
+        if os.getuid() == 0:
+            # root writes anywhere: make the state "directory" a file instead.
+            stateDir = self.mktemp()
+            open(stateDir, "w").close()
+            e = self.assertRaises(StoreError, connect, stateDir)
+            self.assertIn("cannot create the state directory", str(e))
+            return
+        stateDir = self.mktemp()
+        os.makedirs(stateDir, mode=0o500)
+        e = self.assertRaises(StoreError, connect, stateDir)
+        self.assertIn("cannot be used", str(e))
+
+    def test_missingWithoutCreate(self) -> None:
+        e = self.assertRaises(StoreError, connect, self.mktemp(), create=False)
+        self.assertIn("no outbox database", str(e))
