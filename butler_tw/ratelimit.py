@@ -8,7 +8,7 @@ means "never again until restart".
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Iterable, Mapping
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -16,11 +16,21 @@ from butler_tw.alert import Alert, EventKind
 
 
 class RateLimiter:
-    """Remembers which tasks alerted recently, per kind of event."""
+    """Remembers which tasks alerted recently, per kind of event.
 
-    def __init__(self, clock: IReactorTime, windows: Mapping[EventKind, float]) -> None:
+    :param onOpen: called with (kind, taskId, expiresAt) for every window
+        opened, so a store can re-arm it after a restart (:meth:`restore`).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        windows: Mapping[EventKind, float],
+        onOpen: Callable[[EventKind, str, float], None] | None = None,
+    ) -> None:
         self._clock = clock
         self._windows = dict(windows)
+        self._onOpen = onOpen
         self._expiries: dict[tuple[EventKind, str], IDelayedCall] = {}
 
     def allow(self, alert: Alert) -> bool:
@@ -32,7 +42,23 @@ class RateLimiter:
         if key in self._expiries:
             return False
         self._expiries[key] = self._clock.callLater(window, self._expire, key)
+        if self._onOpen is not None:
+            self._onOpen(alert.kind, key[1], self._clock.seconds() + window)
         return True
+
+    def restore(self, entries: Iterable[tuple[EventKind, str, float]]) -> None:
+        """Re-arm windows opened before a restart, for the time they have left.
+
+        A window is never made longer than the kind's current ``rateLimit``
+        (the config may have changed), and expired ones are skipped.
+        """
+        now = self._clock.seconds()
+        for kind, taskId, expiresAt in entries:
+            left = min(expiresAt - now, self._windows.get(kind, 0.0))
+            key = (kind, taskId.lower())
+            if left <= 0 or key in self._expiries:
+                continue
+            self._expiries[key] = self._clock.callLater(left, self._expire, key)
 
     def remaining(self, alert: Alert) -> float:
         """Seconds until ``alert``'s task may alert again (0 when it may now)."""

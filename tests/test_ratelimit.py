@@ -201,3 +201,43 @@ class LogThrottleTests(SynchronousTestCase):
     def test_noTimers(self) -> None:
         self.throttle.allow()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+FAILED = alert()
+
+
+class RateLimiterPersistenceTests(SynchronousTestCase):
+    """Windows reported to a store as they open, and re-armed after a restart."""
+
+    def test_onOpenReportsExpiry(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        opened: list[tuple[EventKind, str, float]] = []
+        limiter = RateLimiter(clock, {EventKind.FAILED: 300}, onOpen=lambda *a: opened.append(a))
+        limiter.allow(FAILED)
+        limiter.allow(FAILED)
+        self.assertEqual(opened, [(EventKind.FAILED, FAILED.taskId.lower(), 1300.0)])
+
+    def test_restoreRemainingTime(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        limiter = RateLimiter(clock, {EventKind.FAILED: 300})
+        limiter.restore([(EventKind.FAILED, FAILED.taskId.upper(), 1100.0)])
+        self.assertFalse(limiter.allow(FAILED))
+        self.assertEqual(limiter.remaining(FAILED), 100)
+        clock.advance(100)
+        self.assertTrue(limiter.allow(FAILED))
+
+    def test_restoreSkipsExpiredAndClipsToWindow(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        limiter = RateLimiter(clock, {EventKind.FAILED: 60, EventKind.ABORTED: 0})
+        limiter.restore(
+            [
+                (EventKind.FAILED, FAILED.taskId, 999.0),  # expired
+                (EventKind.ABORTED, FAILED.taskId, 5000.0),  # kind no longer limited
+            ]
+        )
+        self.assertEqual(len(limiter), 0)
+        limiter.restore([(EventKind.FAILED, FAILED.taskId, 5000.0)])  # rateLimit lowered to 60
+        self.assertEqual(limiter.remaining(FAILED), 60)
