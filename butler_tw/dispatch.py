@@ -93,7 +93,7 @@ class Dispatcher:
         self._inFlight[delivery.id] = d
         d.addCallback(self._finished, delivery, started)
         d.addErrback(lambda f: log.failure("Unexpected error delivering {id}", f, id=delivery.id))
-        d.addBoth(self._settle, delivery.id)
+        d.addBoth(self._settle, delivery.id, d)
 
     def _finished(self, outcome: Outcome, delivery: Delivery, started: float) -> None:
         now = self._clock.seconds()
@@ -158,8 +158,11 @@ class Dispatcher:
         else:
             log.warn(line + "; left pending (shutting down)", **fields)
 
-    def _settle(self, _: object, deliveryId: str) -> None:
-        self._inFlight.pop(deliveryId, None)
+    def _settle(self, _: object, deliveryId: str, attempt: Deferred[Outcome]) -> None:
+        # A retry due at once is started from _finished, before this runs,
+        # and is in flight under the same id: leave its entry alone.
+        if self._inFlight.get(deliveryId) is attempt:
+            del self._inFlight[deliveryId]
         self._pump()
         if not self._inFlight:
             idle, self._idle = self._idle, []

@@ -9,7 +9,11 @@ size cap so a connection is always returned to the pool.
 
 from __future__ import annotations
 
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import base64
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 from treq.client import HTTPClient
@@ -84,21 +88,26 @@ class WebhookClient:
             connectTimeout=webhook.timeout,
             pool=self._pool,
         )
-        self._http = HTTPClient(agent)
+        self._http = HTTPClient(agent, cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
 
     def send(self, request: Request) -> Deferred[Outcome]:
         """Make the request; fires with its :class:`Outcome`, never errbacks."""
         headers = Headers({k.encode("ascii"): [v.encode("latin-1")] for k, v in request.headers})
+        url, credentials = _split_userinfo(request.url)
+        if credentials is not None and not headers.hasHeader(b"authorization"):
+            headers.setRawHeaders(b"authorization", [credentials])
         d: Deferred[Any] = self._http.request(
             request.method,
-            request.url,
+            url,
             headers=headers,
             data=request.body,
             allow_redirects=False,
             unbuffered=True,
         )
         d.addCallback(self._read)
-        d.addTimeout(self._webhook.timeout, self._reactor)
+        # Cancelling a request that is waiting for its response fails it with
+        # ResponseNeverReceived, not CancelledError: say "timed out" anyway.
+        d.addTimeout(self._webhook.timeout, self._reactor, onTimeoutCancel=_timedOut)
         d.addErrback(self._failed)
         return d
 
@@ -121,6 +130,27 @@ class WebhookClient:
     def close(self) -> Deferred[None]:
         """Close the pooled connections (on shutdown)."""
         return self._pool.closeCachedConnections()
+
+
+def _timedOut(result: object, timeout: float) -> object:
+    if isinstance(result, Failure):
+        raise TimeoutError(f"no complete response within {timeout:g} s")
+    return result
+
+
+def _split_userinfo(url: str) -> tuple[str, bytes | None]:
+    """``url`` without its user info, and that user info as Basic credentials.
+
+    A ``user:password@`` in the URL is sent as ``Authorization: Basic``, as
+    Node (and so Butler) does; left in the URL, the Agent cannot connect.
+    """
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode())
+    return urlunsplit(parts._replace(netloc=hostport)), b"Basic " + token
 
 
 class _CappedDiscard(Protocol):
