@@ -22,7 +22,7 @@ run: install
 	$(BIN)/twistd -n --pidfile= butler-webhook --config $(CONFIG)
 
 test: install
-	$(BIN)/trial --jobs 2 tests
+	PYTHONPATH=$(CURDIR) $(BIN)/trial --jobs 2 tests
 
 lint: $(BIN)/.deps
 	$(BIN)/ruff check butler_tw tests twisted bench

@@ -68,7 +68,14 @@ class NotifierService(Service):
         inFlight = sum(d.inFlight for d in self._dispatchers.values())
         if inFlight:
             log.info("Stopping: waiting up to {grace:g} s for {n} attempts in flight", grace=self._grace, n=inFlight)
-        waiting: Deferred = DeferredList(stops)  # type: ignore[type-arg]
+        # Time out a Deferred of our own, not the DeferredList: cancelling a
+        # DeferredList cancels its members and then *succeeds* with their
+        # CancelledErrors, so the timeout would never be seen (no abort) and
+        # each member's CancelledError would be logged as unhandled.
+        waiting: Deferred = Deferred()  # type: ignore[type-arg]
+        DeferredList(stops, consumeErrors=True).addBoth(  # type: ignore[arg-type]
+            lambda _: None if waiting.called else waiting.callback(None)
+        )
         waiting.addTimeout(self._grace, self._clock)
         try:
             yield waiting
