@@ -54,6 +54,8 @@ class Dispatcher:
         self._idle: list[Deferred[None]] = []
         self._stopping = False
         self._target = redact_url(webhook.url)
+        #: Called with each delivery that reached its end (delivered or dead).
+        self.onFinal: Callable[[Delivery], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -125,6 +127,8 @@ class Dispatcher:
         elif state is State.DEAD:
             self._stats.incr("deliveries_dead", self.webhook.key)
         self._outbox.record(updated)
+        if state is not State.PENDING and self.onFinal is not None:
+            self.onFinal(updated)
         if nextAt is not None:
             self.submit(updated)
 

@@ -9,8 +9,9 @@ from twisted.logger import Logger
 
 from butler_tw.alert import Alert, fingerprint
 from butler_tw.config import Config
+from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
-from butler_tw.outbox import Delivery, IOutbox
+from butler_tw.outbox import Delivery, IOutbox, State
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
 from butler_tw.throttle import LogThrottle
@@ -34,8 +35,12 @@ class Notifier:
         dispatchers: Mapping[str, Dispatcher],
         limiter: RateLimiter,
         stats: Stats,
+        dedup: Deduplicator | None = None,
     ) -> None:
         self._config = config
+        self._dedup = dedup or Deduplicator(clock, 0)
+        # alertId -> [deliveries not yet at their end, of which dead, total]
+        self._open: dict[str, list[int]] = {}
         self._clock = clock
         self._outbox = outbox
         self._dispatchers = dispatchers
@@ -79,6 +84,16 @@ class Notifier:
     def alert(self, alert: Alert) -> None:
         """Rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
         route = self._config.routes[alert.kind]
+        if self._dedup.seen(alert):
+            self._stats.incr("alerts_duplicate")
+            log.info(
+                "{event}: task {taskName!r} ({taskId}) dropped: execution {executionId} was already received",
+                event=alert.event,
+                taskName=alert.taskName,
+                taskId=alert.taskId,
+                executionId=alert.executionId,
+            )
+            return
         if not self._config.notificationsEnabled:
             self._stats.incr("alerts_not_sent_disabled")
             log.info(
@@ -119,6 +134,36 @@ class Notifier:
         )
 
     def _dispatch(self, deliveries: list[Delivery]) -> None:
+        if deliveries:
+            self._open[deliveries[0].alert.alertId] = [len(deliveries), 0, len(deliveries)]
         for delivery in deliveries:
             self._stats.incr("deliveries_created", delivery.webhookKey)
             self._dispatchers[delivery.webhookKey].submit(delivery)
+
+    def delivery_finished(self, delivery: Delivery) -> None:
+        """Note a delivery's end; when every webhook of an alert failed, say so loudly.
+
+        Tracks the alerts accepted by this process (not ones resumed after a
+        restart, whose other deliveries may have ended before it).
+        """
+        counts = self._open.get(delivery.alert.alertId)
+        if counts is None:
+            return
+        counts[0] -= 1
+        if delivery.state is State.DEAD:
+            counts[1] += 1
+        if counts[0] > 0:
+            return
+        del self._open[delivery.alert.alertId]
+        if counts[1] == counts[2]:
+            self._stats.incr("alerts_undelivered")
+            a = delivery.alert
+            log.error(
+                "{event}: task {taskName!r} ({taskId}) reached NONE of its {n} webhook(s); "
+                "see `butler-tw deliveries --state dead` and `butler-tw replay`",
+                event=a.event,
+                taskName=a.taskName,
+                taskId=a.taskId,
+                n=counts[2],
+                alertId=a.alertId,
+            )

@@ -17,7 +17,7 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
 
-from butler_tw.alert import Alert
+from butler_tw.alert import Alert, EventKind
 
 
 class State(enum.Enum):
@@ -52,7 +52,14 @@ class Delivery:
 
 
 class IOutbox(Interface):
-    """Where deliveries live between acceptance and their end."""
+    """Where deliveries live between acceptance and their end.
+
+    It also keeps the de-duplication keys (table ``"dedup"``) and rate-limit
+    windows (table ``"windows"``) so that a restart forgets neither.
+    """
+
+    def open() -> None:
+        """Get ready to work; called from ``startService``, after twistd forked."""
 
     def add(alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
         """Record ``alert`` with one pending delivery per webhook, due ``now``."""
@@ -62,6 +69,19 @@ class IOutbox(Interface):
 
     def pending() -> Deferred[list[Delivery]]:
         """The deliveries still pending, to resume at start-up."""
+
+    def requeued() -> Deferred[list[Delivery]]:
+        """Deliveries re-queued from outside (``butler-tw replay``) since the last call."""
+
+    def remember(table: str, kind: EventKind, key: str, expiresAt: float) -> None:
+        """Keep a de-duplication key or rate-limit window until ``expiresAt``."""
+
+    def remembered(table: str, now: float) -> list[tuple[EventKind, str, float]]:
+        """The unexpired keys of ``table``. Synchronous: called once at start-up,
+        before the intake starts, so no datagram can race the restore."""
+
+    def prune() -> None:
+        """Drop what is no longer needed (expired keys, old dead letters)."""
 
     def close() -> Deferred[None]:
         """Flush and release the store."""
@@ -94,6 +114,21 @@ class MemoryOutbox:
 
     def pending(self) -> Deferred[list[Delivery]]:
         return succeed(list(self.live.values()))
+
+    def open(self) -> None:
+        pass
+
+    def requeued(self) -> Deferred[list[Delivery]]:
+        return succeed([])
+
+    def remember(self, table: str, kind: EventKind, key: str, expiresAt: float) -> None:
+        pass
+
+    def remembered(self, table: str, now: float) -> list[tuple[EventKind, str, float]]:
+        return []
+
+    def prune(self) -> None:
+        pass
 
     def close(self) -> Deferred[None]:
         return succeed(None)

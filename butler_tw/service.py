@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
 from butler_tw.http import WebhookClient
-from butler_tw.outbox import IOutbox
+from butler_tw.outbox import IOutbox, State
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
 
@@ -35,6 +38,9 @@ class NotifierService(Service):
         limiter: RateLimiter,
         stats: Stats,
         grace: float,
+        dedup: Deduplicator | None = None,
+        replayPoll: float = 2.0,
+        pruneEvery: float = 300.0,
     ) -> None:
         self._clock = clock
         self._outbox = outbox
@@ -43,26 +49,63 @@ class NotifierService(Service):
         self._limiter = limiter
         self._stats = stats
         self._grace = grace
+        self._dedup = dedup
+        self._loops = [(LoopingCall(self._pickUpReplays), replayPoll), (LoopingCall(self._outbox.prune), pruneEvery)]
 
     def startService(self) -> None:
+        """Open the outbox, re-arm what a restart must not forget, resume pending work.
+
+        Runs before the UDP intake starts (it is the first child), so the
+        restored de-duplication keys and rate-limit windows are in place
+        before the first datagram.
+        """
         super().startService()
-        self._outbox.pending().addCallback(self._resume).addErrback(
+        self._outbox.open()
+        now = self._clock.seconds()
+        if self._dedup is not None:
+            self._dedup.restore(self._outbox.remembered("dedup", now))
+        windows = self._outbox.remembered("windows", now)
+        self._limiter.restore(windows)
+        if windows:
+            log.info("Re-armed {n} rate-limit windows from before the restart", n=len(windows))
+        self._outbox.pending().addCallback(self._resume, "Resumed {n} pending deliveries").addErrback(
             lambda f: log.failure("Could not resume pending deliveries", f)
         )
+        for loop, interval in self._loops:
+            loop.clock = self._clock
+            loop.start(interval, now=False).addErrback(lambda f: log.failure("Outbox housekeeping failed", f))
 
-    def _resume(self, deliveries: list) -> None:  # type: ignore[type-arg]
+    def _pickUpReplays(self) -> Deferred[None]:
+        d = self._outbox.requeued()
+        d.addCallback(self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`")
+        return d
+
+    def _resume(self, deliveries: list, message: str) -> None:  # type: ignore[type-arg]
         resumed = 0
         for delivery in deliveries:
             dispatcher = self._dispatchers.get(delivery.webhookKey)
             if dispatcher is not None:
                 dispatcher.submit(delivery)
                 resumed += 1
+            else:
+                # Kept as a dead letter: visible in `butler-tw deliveries`, replayable.
+                self._outbox.record(
+                    attrs.evolve(delivery, state=State.DEAD, lastOutcome="webhook no longer in the config")
+                )
+                log.warn(
+                    "Delivery {id} is for webhook {key}, which is no longer in the config: kept as a dead letter",
+                    id=delivery.id,
+                    key=delivery.webhookKey,
+                )
         if resumed:
-            log.info("Resumed {n} pending deliveries", n=resumed)
+            log.info(message, n=resumed)
 
     @inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
+        for loop, _ in self._loops:
+            if loop.running:
+                loop.stop()
         self._limiter.stop()
         stops = [d.stop() for d in self._dispatchers.values()]
         inFlight = sum(d.inFlight for d in self._dispatchers.values())

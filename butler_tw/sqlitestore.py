@@ -306,19 +306,18 @@ class SqliteOutbox:
             )
         )
 
-    def remembered(self, table: str, now: float) -> Deferred[list[tuple[EventKind, str, float]]]:
-        """The unexpired keys of ``table``, for re-arming at start-up."""
+    def remembered(self, table: str, now: float) -> list[tuple[EventKind, str, float]]:
+        """The unexpired keys of ``table``, for re-arming at start-up.
+
+        Read synchronously, once, before the intake starts: the writer thread
+        has nothing to do yet, and no datagram can race the restore.
+        """
         column = {"dedup": "execution_id", "windows": "task_id"}[table]
-
-        def op(conn: sqlite3.Connection) -> list[tuple[EventKind, str, float]]:
-            rows = conn.execute(
-                f"SELECT kind, {column}, expires_at FROM {table} WHERE expires_at > ?", (now,)  # noqa: S608
-            ).fetchall()
-            return [(EventKind(k), key, exp) for k, key, exp in rows]
-
-        d = self._submit(op, wait=True)
-        assert d is not None
-        return d.addCallback(lambda r: r or [])
+        assert self._conn is not None, "open() first"
+        rows = self._conn.execute(
+            f"SELECT kind, {column}, expires_at FROM {table} WHERE expires_at > ?", (now,)  # noqa: S608
+        ).fetchall()
+        return [(EventKind(k), key, exp) for k, key, exp in rows]
 
     def prune(self) -> None:
         """Drop expired keys, old dead letters and alerts no delivery refers to."""

@@ -7,6 +7,7 @@ exit status is non-zero.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 
@@ -17,14 +18,16 @@ from twisted.python import usage
 
 from butler_tw import __version__
 from butler_tw.config import Config, ConfigError, TrustMode, load_config
+from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
 from butler_tw.http import WebhookClient
 from butler_tw.intake import LogAppenderProtocol
 from butler_tw.notifier import Notifier
-from butler_tw.outbox import MemoryOutbox
+from butler_tw.outbox import IOutbox, MemoryOutbox
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.redact import redact_url
 from butler_tw.service import NotifierService
+from butler_tw.sqlitestore import SqliteOutbox, StoreError, connect, db_path
 from butler_tw.stats import Stats
 
 log = Logger(namespace="butler_tw")
@@ -39,6 +42,13 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Butler config file (YAML) to read: the same production.yaml Butler uses."],
     ]
+    optFlags = [
+        [
+            "in-memory-outbox",
+            None,
+            "Keep pending deliveries in memory only (for benchmarks: nothing survives a restart).",
+        ],
+    ]
 
     config: Config
 
@@ -48,7 +58,9 @@ class Options(usage.Options):
         try:
             config = load_config(self["config"])
             self.listenAddress = resolve_listen_host(config.udpHost)
-        except ConfigError as e:
+            if not self["in-memory-outbox"]:
+                connect(config.stateDir).close()  # a corrupt or unwritable outbox stops us here
+        except (ConfigError, StoreError) as e:
             # twistd prints the whole usage text for a UsageError; an admin
             # wants just the problems, on stderr, and a non-zero exit.
             sys.stderr.write(f"butler-webhook: {e}\n")
@@ -74,17 +86,37 @@ def makeService(options: Options) -> service.IService:
 
     config = options.config
     stats = Stats()
-    outbox = MemoryOutbox()
+    outbox: IOutbox
+    if options["in-memory-outbox"]:
+        outbox = MemoryOutbox()
+        log.warn("Outbox in memory only (--in-memory-outbox): pending deliveries do not survive a restart")
+    else:
+        outbox = SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
+        log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
     clients = {w.key: WebhookClient(w, reactor) for w in config.webhooks}
     dispatchers = {
         w.key: Dispatcher(w, clients[w.key], outbox, reactor, stats) for w in config.webhooks  # type: ignore[arg-type]
     }
-    limiter = RateLimiter(reactor, {kind: route.rateLimit for kind, route in config.routes.items()})  # type: ignore[arg-type]
-    notifier = Notifier(config, reactor, outbox, dispatchers, limiter, stats)  # type: ignore[arg-type]
+    limiter = RateLimiter(
+        reactor,  # type: ignore[arg-type]
+        {kind: route.rateLimit for kind, route in config.routes.items()},
+        onOpen=lambda kind, task, expiresAt: outbox.remember("windows", kind, task, expiresAt),
+    )
+    dedup = Deduplicator(
+        reactor,  # type: ignore[arg-type]
+        config.dedupTtl,
+        onRemember=lambda kind, execution, expiresAt: outbox.remember("dedup", kind, execution, expiresAt),
+    )
+    notifier = Notifier(config, reactor, outbox, dispatchers, limiter, stats, dedup)  # type: ignore[arg-type]
+    for dispatcher in dispatchers.values():
+        dispatcher.onFinal = notifier.delivery_finished
 
     log_startup(config)
     top = service.MultiService()
-    NotifierService(reactor, outbox, dispatchers, clients, limiter, stats, config.shutdownGrace).setServiceParent(top)  # type: ignore[arg-type]
+    notifierService = NotifierService(
+        reactor, outbox, dispatchers, clients, limiter, stats, config.shutdownGrace, dedup  # type: ignore[arg-type]
+    )
+    notifierService.setServiceParent(top)  # first child: started before, stopped after the intake
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
         LogAppenderProtocol(notifier.datagram),
