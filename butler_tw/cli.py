@@ -52,16 +52,22 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 def list_deliveries(conn, config: Config, state: str | None, limit: int, out: TextIO) -> int:  # type: ignore[no-untyped-def]
     where = "WHERE d.state = ? " if state else ""
     rows = iter_rows(
-        conn, SELECT_DELIVERIES + where + "ORDER BY d.state, d.due_at LIMIT ?", ([state] if state else []) + [limit]
+        conn,
+        SELECT_DELIVERIES + where + "ORDER BY d.state, d.due_at LIMIT ?",
+        ([state] if state else []) + [limit],
     )
     names = {w.key: w.name for w in config.webhooks}
-    table = [("DELIVERY ID", "STATE", "EVENT", "TASK", "WEBHOOK", "ATTEMPTS", "LAST OUTCOME", "NEXT ATTEMPT")]
+    table: list[tuple[str, ...]] = [
+        ("DELIVERY ID", "STATE", "EVENT", "TASK", "WEBHOOK", "ATTEMPTS", "LAST OUTCOME", "NEXT ATTEMPT")
+    ]
     table += [_row(d, names) for d in rows]
     # Ids are never cut (they are what `replay` takes); long free text is.
-    widths = [max(len(r[i]) for r in table) if i == 0 else min(60, max(len(r[i]) for r in table))
-              for i in range(len(table[0]))]
+    widths = [
+        max(len(r[i]) for r in table) if i == 0 else min(60, max(len(r[i]) for r in table))
+        for i in range(len(table[0]))
+    ]
     for r in table:
-        out.write("  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        out.write("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
     if not rows:
         out.write(f"(no {state or 'pending or dead'} deliveries)\n")
     return 0

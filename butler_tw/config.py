@@ -293,14 +293,23 @@ class _Validator:
         grace = self.number(ours, "shutdownGracePeriod", "butlerWebhook", DEFAULT_SHUTDOWN_GRACE, 0, 600)
         stateDir = self.string(ours, "stateDir", "butlerWebhook", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR
         delivery = self.mapping(ours.get("delivery", _MISSING), "butlerWebhook.delivery") or {}
-        self.unknown_keys(delivery, "butlerWebhook.delivery", ("retrySchedule", "maxAge", "deadLetterRetention"))
+        self.unknown_keys(
+            delivery, "butlerWebhook.delivery", ("retrySchedule", "maxAge", "deadLetterRetention")
+        )
         defaults = self.retry_policy(delivery, "butlerWebhook.delivery", RetryPolicy())
         retention = self.number(
-            delivery, "deadLetterRetention", "butlerWebhook.delivery", DEFAULT_DEAD_LETTER_RETENTION, 0, 3660 * 86400
+            delivery,
+            "deadLetterRetention",
+            "butlerWebhook.delivery",
+            DEFAULT_DEAD_LETTER_RETENTION,
+            0,
+            3660 * 86400,
         )
         udpHost, udpPort = self.udp(butler.get("udpServerConfig", _MISSING))
         dedupTtl = self.dedup(butler.get("udpServerConfig"))
-        enabled, routes, more_ignored = self.notifications(butler.get("webhookNotification", _MISSING), defaults)
+        enabled, routes, more_ignored = self.notifications(
+            butler.get("webhookNotification", _MISSING), defaults
+        )
         if self.problems or udpHost is None:
             return None
         return Config(
@@ -355,7 +364,10 @@ class _Validator:
         enabled = bool(self.boolean(node, "enable", path, default=False))
         kinds = [k.value for k in EventKind]
         ignored = [f"{path}.{k}" for k in node if k not in ("enable", *kinds)]
-        routes = {kind: self.route(node.get(kind.value, _MISSING), kind, f"{path}.{kind.value}", retry) for kind in EventKind}
+        routes = {
+            kind: self.route(node.get(kind.value, _MISSING), kind, f"{path}.{kind.value}", retry)
+            for kind in EventKind
+        }
         return enabled, routes, ignored
 
     def route(self, raw: Any, kind: EventKind, path: str, retry: RetryPolicy) -> Route:
@@ -383,7 +395,16 @@ class _Validator:
         self.unknown_keys(
             node,
             path,
-            ("description", "webhookURL", "httpMethod", "cert", "timeout", "concurrency", "retrySchedule", "maxAge"),
+            (
+                "description",
+                "webhookURL",
+                "httpMethod",
+                "cert",
+                "timeout",
+                "concurrency",
+                "retrySchedule",
+                "maxAge",
+            ),
         )
         description = self.string(node, "description", path, default="") or ""
         url = self.url(node, path)

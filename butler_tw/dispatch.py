@@ -146,7 +146,10 @@ class Dispatcher:
             attempt=d.attempts,
             alertId=a.alertId,
         )
-        line = "{event}: task {taskName!r} ({taskId}) to {webhook} ({method} {url}): {outcome} in {ms} ms, attempt {attempt}"
+        line = (
+            "{event}: task {taskName!r} ({taskId}) to {webhook} ({method} {url}): "
+            "{outcome} in {ms} ms, attempt {attempt}"
+        )
         if d.state is State.DELIVERED:
             log.info(line, **fields)
             return
@@ -155,10 +158,14 @@ class Dispatcher:
             hint = "check the server certificate and this webhook's cert settings"
         if nextAt is not None:
             wait = round(nextAt - self._clock.seconds(), 1)
-            log.warn(line + "; retrying in {wait} s" + ("; {hint}" if hint else ""), wait=wait, hint=hint, **fields)
+            log.warn(
+                line + "; retrying in {wait} s" + ("; {hint}" if hint else ""), wait=wait, hint=hint, **fields
+            )
         elif d.state is State.DEAD:
             why = "permanent failure" if outcome.verdict is Verdict.PERMANENT else "retries exhausted"
-            log.error(line + "; giving up ({why})" + ("; {hint}" if hint else ""), why=why, hint=hint, **fields)
+            log.error(
+                line + "; giving up ({why})" + ("; {hint}" if hint else ""), why=why, hint=hint, **fields
+            )
         else:
             log.warn(line + "; left pending (shutting down)", **fields)
 

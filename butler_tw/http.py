@@ -9,19 +9,17 @@ size cap so a connection is always returned to the pool.
 
 from __future__ import annotations
 
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-
 import base64
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
-from treq.client import HTTPClient
 from OpenSSL import SSL
 from service_identity import VerificationError
+from treq.client import HTTPClient
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web import client as webclient
@@ -80,7 +78,7 @@ class WebhookClient:
         self._reactor = reactor
         self._pool = webclient.HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = webhook.concurrency
-        self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
+        self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
         self._pool._factory = _QuietHTTP11ClientFactory
         agent = webclient.Agent(
             reactor,
@@ -88,7 +86,9 @@ class WebhookClient:
             connectTimeout=webhook.timeout,
             pool=self._pool,
         )
-        self._http = HTTPClient(agent, cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+        # A jar that keeps nothing: a cookie set by a receiver is never sent back.
+        noCookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        self._http = HTTPClient(agent, cookiejar=noCookies)  # type: ignore[arg-type]
 
     def send(self, request: Request) -> Deferred[Outcome]:
         """Make the request; fires with its :class:`Outcome`, never errbacks."""
@@ -129,7 +129,8 @@ class WebhookClient:
 
     def close(self) -> Deferred[None]:
         """Close the pooled connections (on shutdown)."""
-        return self._pool.closeCachedConnections()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
 
 
 def _timedOut(result: object, timeout: float) -> object:
@@ -162,16 +163,18 @@ class _CappedDiscard(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._left -= len(data)
-        if self._left < 0 and self.transport is not None:
-            self.transport.stopProducing()  # too big: drop the connection, keep the status
+        if self._left < 0:
+            self.abort()  # too big: drop the connection, keep the status
 
-    def connectionLost(self, reason: Failure = neterror.ConnectionDone()) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self._finished.called:
             self._finished.callback(None)
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
+        # A response body's transport is an IPushProducer (TransportProxyProducer).
+        producer: Any = self.transport
+        if producer is not None:
+            producer.stopProducing()
 
 
 def describe_failure(failure: Failure, timeout: float) -> Outcome:
@@ -193,7 +196,9 @@ def describe_failure(failure: Failure, timeout: float) -> Outcome:
         if isinstance(inner, SSL.Error):
             text = str(inner)
             if "certificate verify failed" in text:
-                return Outcome(error="TLS: certificate verification failed (untrusted or expired)", tlsFailure=True)
+                return Outcome(
+                    error="TLS: certificate verification failed (untrusted or expired)", tlsFailure=True
+                )
             return Outcome(error="TLS handshake failed", tlsFailure=True)
     if isinstance(exc, (webclient.ResponseNeverReceived, webclient.RequestTransmissionFailed)):
         return Outcome(error="connection lost before a response")

@@ -50,7 +50,10 @@ class NotifierService(Service):
         self._stats = stats
         self._grace = grace
         self._dedup = dedup
-        self._loops = [(LoopingCall(self._pickUpReplays), replayPoll), (LoopingCall(self._outbox.prune), pruneEvery)]
+        self._loops = [
+            (LoopingCall(self._pickUpReplays), replayPoll),
+            (LoopingCall(self._outbox.prune), pruneEvery),
+        ]
 
     def startService(self) -> None:
         """Open the outbox, re-arm what a restart must not forget, resume pending work.
@@ -77,8 +80,7 @@ class NotifierService(Service):
 
     def _pickUpReplays(self) -> Deferred[None]:
         d = self._outbox.requeued()
-        d.addCallback(self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`")
-        return d
+        return d.addCallback(self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`")
 
     def _resume(self, deliveries: list, message: str) -> None:  # type: ignore[type-arg]
         resumed = 0
@@ -93,7 +95,8 @@ class NotifierService(Service):
                     attrs.evolve(delivery, state=State.DEAD, lastOutcome="webhook no longer in the config")
                 )
                 log.warn(
-                    "Delivery {id} is for webhook {key}, which is no longer in the config: kept as a dead letter",
+                    "Delivery {id} is for webhook {key}, which is no longer in the config: "
+                    "kept as a dead letter",
                     id=delivery.id,
                     key=delivery.webhookKey,
                 )
@@ -110,7 +113,11 @@ class NotifierService(Service):
         stops = [d.stop() for d in self._dispatchers.values()]
         inFlight = sum(d.inFlight for d in self._dispatchers.values())
         if inFlight:
-            log.info("Stopping: waiting up to {grace:g} s for {n} attempts in flight", grace=self._grace, n=inFlight)
+            log.info(
+                "Stopping: waiting up to {grace:g} s for {n} attempts in flight",
+                grace=self._grace,
+                n=inFlight,
+            )
         # Time out a Deferred of our own, not the DeferredList: cancelling a
         # DeferredList cancels its members and then *succeeds* with their
         # CancelledErrors, so the timeout would never be seen (no abort) and
@@ -123,7 +130,9 @@ class NotifierService(Service):
         try:
             yield waiting
         except (TimeoutError, Exception):
-            log.warn("Stopping: grace period of {grace:g} s over, cancelling attempts in flight", grace=self._grace)
+            log.warn(
+                "Stopping: grace period of {grace:g} s over, cancelling attempts in flight", grace=self._grace
+            )
             for dispatcher in self._dispatchers.values():
                 dispatcher.abort()
         left = sum(d.unattempted() for d in self._dispatchers.values())

@@ -100,9 +100,7 @@ def connect(stateDir: str, create: bool = True) -> sqlite3.Connection:
         if ok != "ok":
             raise sqlite3.DatabaseError(ok)
         conn.executescript(SCHEMA)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-        )
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         conn.execute("BEGIN IMMEDIATE")  # proves the file is writable
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as e:
@@ -217,7 +215,7 @@ class SqliteOutbox:
             if not self.healthy:
                 log.info("Outbox writes to {path} work again", path=db_path(self.stateDir))
             self.healthy = True
-            for (_, d), value in zip(batch, result):
+            for (_, d), value in zip(batch, result, strict=True):
                 if d is not None:
                     d.callback(value)
         else:
@@ -265,7 +263,14 @@ class SqliteOutbox:
             lambda conn: conn.execute(
                 "UPDATE deliveries SET attempts = ?, due_at = ?, state = ?, last_outcome = ?, updated_at = ?"
                 " WHERE id = ?",
-                (delivery.attempts, delivery.dueAt, delivery.state.value, delivery.lastOutcome, now, delivery.id),
+                (
+                    delivery.attempts,
+                    delivery.dueAt,
+                    delivery.state.value,
+                    delivery.lastOutcome,
+                    now,
+                    delivery.id,
+                ),
             )
         )
 
@@ -314,9 +319,8 @@ class SqliteOutbox:
         """
         column = {"dedup": "execution_id", "windows": "task_id"}[table]
         assert self._conn is not None, "open() first"
-        rows = self._conn.execute(
-            f"SELECT kind, {column}, expires_at FROM {table} WHERE expires_at > ?", (now,)  # noqa: S608
-        ).fetchall()
+        sql = f"SELECT kind, {column}, expires_at FROM {table} WHERE expires_at > ?"  # noqa: S608
+        rows = self._conn.execute(sql, (now,)).fetchall()
         return [(EventKind(k), key, exp) for k, key, exp in rows]
 
     def prune(self) -> None:

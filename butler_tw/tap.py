@@ -95,7 +95,8 @@ def makeService(options: Options) -> service.IService:
         log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
     clients = {w.key: WebhookClient(w, reactor) for w in config.webhooks}
     dispatchers = {
-        w.key: Dispatcher(w, clients[w.key], outbox, reactor, stats) for w in config.webhooks  # type: ignore[arg-type]
+        w.key: Dispatcher(w, clients[w.key], outbox, reactor, stats)
+        for w in config.webhooks  # type: ignore[arg-type]
     }
     limiter = RateLimiter(
         reactor,  # type: ignore[arg-type]
@@ -114,7 +115,14 @@ def makeService(options: Options) -> service.IService:
     log_startup(config)
     top = service.MultiService()
     notifierService = NotifierService(
-        reactor, outbox, dispatchers, clients, limiter, stats, config.shutdownGrace, dedup  # type: ignore[arg-type]
+        reactor,
+        outbox,
+        dispatchers,
+        clients,
+        limiter,
+        stats,
+        config.shutdownGrace,
+        dedup,  # type: ignore[arg-type]
     )
     notifierService.setServiceParent(top)  # first child: started before, stopped after the intake
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]
@@ -132,17 +140,20 @@ def log_startup(config: Config) -> None:
     log.info("butler-tw {version} starting", version=__version__)
     if config.ignored:
         log.info(
-            "Ignoring config sections this daemon does not use: {sections}", sections=", ".join(config.ignored)
+            "Ignoring config sections this daemon does not use: {sections}",
+            sections=", ".join(config.ignored),
         )
     if not config.notificationsEnabled:
         log.warn(
             "Butler.webhookNotification.enable is false: alerts are received and counted, but nothing is sent"
         )
     for kind, route in config.routes.items():
-        limit = f"at most one alert per task per {route.rateLimit:g} s" if route.rateLimit > 0 else "no rate limit"
-        log.info(
-            "{block}: {n} webhook(s), {limit}", block=kind.value, n=len(route.webhooks), limit=limit
+        limit = (
+            f"at most one alert per task per {route.rateLimit:g} s"
+            if route.rateLimit > 0
+            else "no rate limit"
         )
+        log.info("{block}: {n} webhook(s), {limit}", block=kind.value, n=len(route.webhooks), limit=limit)
         for w in route.webhooks:
             log.info(
                 "  {key}: {name} -> {method} {url} (TLS: {tls}, timeout {timeout:g} s)",

@@ -19,8 +19,8 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -33,10 +33,12 @@ MINIMUM_TLS = ssl.TLSVersion.TLSv1_2
 def trust_root(settings: TlsSettings) -> IOpenSSLTrustRoot:
     """The trust root for a verifying mode: platform store or the CA bundle."""
     if settings.mode is TrustMode.CUSTOM_CA:
-        return ssl.trustRootFromCertificates(
+        root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
             [ssl.Certificate.loadPEM(pem) for pem in settings.caCertificates]
         )
-    return ssl.platformTrust()
+        return root
+    platform: IOpenSSLTrustRoot = ssl.platformTrust()
+    return platform
 
 
 def policy_for(settings: TlsSettings) -> IPolicyForHTTPS:

@@ -42,7 +42,9 @@ class CliTests(TestCase):
             )
         outbox = SqliteOutbox(self.stateDir, reactor)
         outbox.open()
-        self.first, self.second = yield outbox.add(ALERT, ["reloadTaskFailure.webhooks[0]", "reloadTaskFailure.webhooks[1]"], 1000.0)
+        self.first, self.second = yield outbox.add(
+            ALERT, ["reloadTaskFailure.webhooks[0]", "reloadTaskFailure.webhooks[1]"], 1000.0
+        )
         outbox.record(attrs.evolve(self.first, state=State.DEAD, attempts=6, lastOutcome="HTTP 503"))
         outbox.record(attrs.evolve(self.second, attempts=1, dueAt=2000.0, lastOutcome="connection refused"))
         yield outbox.close()

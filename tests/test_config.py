@@ -1050,9 +1050,7 @@ class YamlFileTests(ConfigTestCase):
 
     def test_mergeKeyOverrideIsNotADuplicate(self) -> None:
         """A key overriding one brought in by ``<<:`` is deliberate."""
-        raw = yaml.load(
-            "base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  a: 3\n", Loader=config._StrictLoader
-        )
+        raw = yaml.load("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  a: 3\n", Loader=config._StrictLoader)
         self.assertEqual(raw["x"], {"a": 3, "b": 2})
 
     def test_yamlErrorDoesNotQuoteTheLine(self) -> None:

@@ -56,7 +56,9 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(pending, [attrs.evolve(c, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503")])
         yield self.outbox.flushed()
         conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
-        rows = conn.execute("SELECT webhook_key, state, last_outcome FROM deliveries ORDER BY webhook_key").fetchall()
+        rows = conn.execute(
+            "SELECT webhook_key, state, last_outcome FROM deliveries ORDER BY webhook_key"
+        ).fetchall()
         conn.close()
         self.assertEqual(rows, [("b", "dead", "HTTP 400"), ("c", "pending", "HTTP 503")])
 
