@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import uuid
 
@@ -71,7 +72,7 @@ class Alert:
     def event(self) -> str:
         return self.kind.event
 
-    @property
+    @functools.cached_property
     def alertId(self) -> str:
         """A stable id for this alert, the same on every attempt and replay.
 

@@ -30,6 +30,10 @@ class LogAppenderProtocol(DatagramProtocol):
         self._receiveBuffer = receiveBuffer
 
     def startProtocol(self) -> None:
+        # Drain the socket on every readiness event: Twisted reads at most
+        # 256 KiB per event by default, and while the reactor serves HTTP in
+        # between, a burst overflows the kernel buffer.
+        self.transport.maxThroughput = 2**31  # type: ignore[union-attr]
         sock = self.transport.getHandle()  # type: ignore[union-attr]
         for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
             if option is None:
@@ -39,14 +43,25 @@ class LogAppenderProtocol(DatagramProtocol):
                 break
             except OSError:
                 continue  # SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped by rmem_max
-        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # Linux reports twice what it grants (the other half is its bookkeeping).
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         host = self.transport.getHost()  # type: ignore[union-attr]
         log.info(
             "Listening for Qlik Sense log-appender datagrams on UDP {host}:{port} (receive buffer {kib} KiB)",
             host=host.host,
             port=host.port,
-            kib=got // 1024,
+            kib=granted // 1024,
         )
+        if granted < self._receiveBuffer:
+            log.warn(
+                "The kernel granted a receive buffer of {kib} KiB of the {want} KiB asked for: a burst of "
+                "alerts may be dropped before butler-tw sees it. Raise the limit with "
+                "`sysctl -w net.core.rmem_max={bytes}` (and in /etc/sysctl.d/ to keep it; "
+                "see contrib/sysctl.d/60-butler-tw.conf)",
+                kib=granted // 1024,
+                want=self._receiveBuffer // 1024,
+                bytes=self._receiveBuffer,
+            )
 
     def datagramReceived(self, datagram: bytes, addr: object) -> None:
         try:
