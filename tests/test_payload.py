@@ -284,3 +284,28 @@ class RedactTests(SynchronousTestCase):
             f"https://h:{secret}/p",
         ):
             self.assertNotIn(secret, redact_url(url), url)
+
+    def test_pathTokensMasked(self) -> None:
+        """Slack, Teams and Discord put the secret in the path: those segments are masked."""
+        cases = {
+            "https://hooks.slack.com/services/T0ABCDE12/B0FGHIJ34/aBcDeFgHiJkLmNoPqRsTuVwX": (
+                "https://hooks.slack.com:443/services/***/***/***"
+            ),
+            "https://contoso.webhook.office.com/webhookb2/6f1c2a3b-1111-4222-8333-944455566677@"
+            "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d/IncomingWebhook/0123456789abcdef0123456789abcdef/"
+            "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f": (
+                "https://contoso.webhook.office.com:443/***/***/IncomingWebhook/***/***"
+            ),
+            "https://discord.com/api/webhooks/123456789012345678/Ab-cD_ef123": (
+                "https://discord.com:443/api/webhooks/***/***"
+            ),
+            "http://h/hooks/abcdefghijklmnopqrstuvwxyzABCDEF": "http://h:80/hooks/***",
+            "http://h/p/s%33cr%33t": "http://h:80/p/***",
+        }
+        for url, expected in cases.items():
+            self.assertEqual(redact_url(url), expected, url)
+
+    def test_wordsAndVersionsKept(self) -> None:
+        self.assertEqual(redact_url("http://h/api/v1/alerts/"), "http://h:80/api/v1/alerts/")
+        self.assertEqual(redact_url("http://h/butler_get"), "http://h:80/butler_get")
+        self.assertEqual(redact_url("http://h/qlik-alerts.json"), "http://h:80/qlik-alerts.json")
