@@ -38,7 +38,7 @@ class Notifier:
         dedup: Deduplicator | None = None,
     ) -> None:
         self._config = config
-        self._dedup = dedup or Deduplicator(clock, 0)
+        self._dedup = dedup if dedup is not None else Deduplicator(clock, 0)
         # alertId -> [deliveries not yet at their end, of which dead, total]
         self._open: dict[str, list[int]] = {}
         self._clock = clock

@@ -58,9 +58,10 @@ class NotifierService(Service):
     def startService(self) -> None:
         """Open the outbox, re-arm what a restart must not forget, resume pending work.
 
-        Runs before the UDP intake starts (it is the first child), so the
-        restored de-duplication keys and rate-limit windows are in place
-        before the first datagram.
+        The restore is synchronous and happens before the reactor reads its
+        first datagram (twistd binds the UDP port earlier, but nothing is read
+        until the reactor runs), so restored de-duplication keys and
+        rate-limit windows are in place for every datagram.
         """
         super().startService()
         self._outbox.open()

@@ -199,7 +199,9 @@ class SqliteOutbox:
         """On the writer thread: run ``ops`` in one transaction."""
         conn = self._conn
         assert conn is not None, "open() first"
-        conn.execute("BEGIN")
+        # IMMEDIATE: take the write lock up front, so a commit by `butler-tw
+        # replay` between our reads and writes cannot void the whole batch.
+        conn.execute("BEGIN IMMEDIATE")
         try:
             results = [op(conn) for op in ops]
             conn.execute("COMMIT")

@@ -124,7 +124,7 @@ def makeService(options: Options) -> service.IService:
         config.shutdownGrace,
         dedup,  # type: ignore[arg-type]
     )
-    notifierService.setServiceParent(top)  # first child: started before, stopped after the intake
+    notifierService.setServiceParent(top)
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
         LogAppenderProtocol(notifier.datagram),

@@ -15,6 +15,16 @@ reactor::
     yield within(receiver.waitForRequests(1), 20, "the delivery", daemon)
     exit = yield daemon.stop()
     self.assertIn("Stopped. Counters", exit.output)
+
+Its ``stateDir`` is ``<directory>/state``, written into the config as an
+absolute path (:attr:`Daemon.outboxPath` is the SQLite file), so that
+``butler-tw`` run from the test finds it. For restarts, :meth:`Daemon.kill`
+ends it with SIGKILL and :meth:`Daemon.successor` makes a second daemon on the
+same directory, config, state and UDP port::
+
+    exit = yield daemon.kill()
+    again = daemon.successor(self)
+    yield again.start()
 """
 
 from __future__ import annotations
@@ -22,16 +32,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 import yaml
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -164,23 +176,51 @@ class Daemon:
         ``127.0.0.1:``:attr:`udpPort` is added.
     """
 
-    def __init__(self, testCase: TestCase, config: Mapping[str, Any], reactor: Any = None) -> None:
+    def __init__(
+        self,
+        testCase: TestCase,
+        config: Mapping[str, Any] | None,
+        reactor: Any = None,
+        previous: Daemon | None = None,
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
             reactor = globalReactor
         self._reactor = reactor
-        self.directory = os.path.abspath(testCase.mktemp())
-        os.makedirs(self.directory)
-        self.udpPort = free_udp_port()
-        doc = _deepcopy(config)
-        butler = doc.setdefault("Butler", {})
-        butler.setdefault(
-            "udpServerConfig", {"enable": True, "serverHost": HOST, "portTaskFailure": self.udpPort}
-        )
-        self.configPath = os.path.join(self.directory, "butler.yaml")
-        with open(self.configPath, "w", encoding="utf-8") as f:
-            yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
+        self.directory: str
+        self.udpPort: int
+        self.configPath: str
+        self.stateDir: str
+        if previous is not None:
+            # The same directory, config file, state and UDP port: a restart.
+            self.directory = previous.directory
+            self.udpPort = previous.udpPort
+            self.configPath = previous.configPath
+            self.stateDir = previous.stateDir
+        else:
+            assert config is not None, "a config document, or previous="
+            self.directory = os.path.abspath(testCase.mktemp())
+            os.makedirs(self.directory)
+            self.udpPort = free_udp_port()
+            doc = _deepcopy(config)
+            butler = doc.setdefault("Butler", {})
+            butler.setdefault(
+                "udpServerConfig", {"enable": True, "serverHost": HOST, "portTaskFailure": self.udpPort}
+            )
+            # The daemon's default (./state in its working directory), made
+            # absolute so that `butler-tw` run by the test finds it too.
+            ours = doc.get("butlerWebhook")
+            if ours is None:
+                ours = doc["butlerWebhook"] = {}
+            if isinstance(ours, dict):
+                ours.setdefault("stateDir", os.path.join(self.directory, "state"))
+                self.stateDir = os.path.join(self.directory, str(ours["stateDir"]))
+            else:
+                self.stateDir = os.path.join(self.directory, "state")
+            self.configPath = os.path.join(self.directory, "butler.yaml")
+            with open(self.configPath, "w", encoding="utf-8") as f:
+                yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
         self._stdout = bytearray()
         self._stderr = bytearray()
         self._all = bytearray()
@@ -193,6 +233,18 @@ class Daemon:
         self._killed = False
         self._killCall: Any = None
         testCase.addCleanup(self._cleanup)
+
+    @property
+    def outboxPath(self) -> str:
+        """The daemon's SQLite outbox (``outbox.sqlite3`` in its ``stateDir``)."""
+        return os.path.join(self.stateDir, "outbox.sqlite3")
+
+    def successor(self, testCase: TestCase) -> Daemon:
+        """A new, not yet started daemon on this one's directory, config, state and UDP port.
+
+        Start it once this one has ended, to test what survives a restart.
+        """
+        return Daemon(testCase, None, self._reactor, previous=self)
 
     # -- output
 
@@ -286,6 +338,16 @@ class Daemon:
             self._killCall = self._reactor.callLater(timeout, self._kill)
         return within(self.ended(), timeout + KILL_TIMEOUT, "the daemon to exit after SIGTERM", self)
 
+    def kill(self, timeout: float = KILL_TIMEOUT) -> Deferred[Exit]:
+        """SIGKILL at once (a crash: no clean-up at all); fires with the :class:`Exit`."""
+        if self._transport is None:
+            return _failed(DaemonError("the daemon was never started"))
+        if self._exit is None:
+            self._termAt = time.monotonic()
+            self._killed = True
+            self._signal("KILL")
+        return within(self.ended(), timeout, "the daemon to exit after SIGKILL", self)
+
     def _signal(self, name: str) -> None:
         try:
             self._transport.signalProcess(name)
@@ -352,6 +414,60 @@ def within(d: Deferred[Any], seconds: float, what: str, daemon: Daemon | None = 
     return d.addTimeout(seconds, reactor, onTimeoutCancel=timedOut)
 
 
+@inlineCallbacks
+def until(
+    predicate: Callable[[], Any],
+    seconds: float,
+    what: str,
+    daemon: Daemon | None = None,
+    interval: float = 0.1,
+) -> Any:
+    """Poll ``predicate`` every ``interval`` s; fires with its first true value.
+
+    Fails with a :class:`DaemonError` (daemon output included) after ``seconds``.
+    """
+    from twisted.internet import reactor
+
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            text = f"gave up after {seconds:g} s waiting for {what}"
+            if daemon is not None:
+                text += f"; the daemon's last output:\n{daemon.tail()}"
+            raise DaemonError(text)
+        yield deferLater(reactor, interval, lambda: None)
+
+
+def query_outbox(path: str, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]] | None:
+    """Rows of ``sql`` on the outbox at ``path``, opened read-only; ``None`` if
+    the file is missing or busy (poll again)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return None
+    try:
+        return conn.execute(sql, tuple(args)).fetchall()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+
+
+def deliveries_by_state(path: str) -> dict[str, int] | None:
+    """``{"pending": n, "dead": m}`` from the outbox at ``path`` (delivered rows are deleted)."""
+    rows = query_outbox(path, "SELECT state, count(*) FROM deliveries GROUP BY state")
+    if rows is None:
+        return None
+    counts = {"pending": 0, "dead": 0}
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
 def _failed(e: Exception) -> Deferred[Any]:
     d: Deferred[Any] = Deferred()
     d.errback(e)
@@ -379,9 +495,12 @@ __all__: Iterable[str] = (
     "LISTENING",
     "STOPPED",
     "free_udp_port",
+    "deliveries_by_state",
     "make_config",
+    "query_outbox",
     "sample_datagrams",
     "twistd",
+    "until",
     "webhook",
     "within",
 )

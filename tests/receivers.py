@@ -96,6 +96,8 @@ class RecordedRequest:
     :ivar query: the raw (still percent-encoded) query string, ``""`` if none.
     :ivar headers: lower-case header name to its values, in arrival order.
     :ivar connection: serial number (from 1) of the TCP connection it came on.
+    :ivar receivedAt: the receiver's clock (``reactor.seconds()``) when the
+        request had been read whole.
     """
 
     method: str
@@ -104,6 +106,7 @@ class RecordedRequest:
     headers: dict[str, list[str]]
     body: bytes
     connection: int
+    receivedAt: float = 0.0
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or ``None``."""
@@ -168,6 +171,7 @@ class _RecordingResource(Resource):
             headers=headers,
             body=request.content.read(),
             connection=request.channel.serial,
+            receivedAt=self._receiver._clock.seconds(),
         )
         reply = self._receiver._record(recorded)
         if reply.hang:
@@ -345,14 +349,16 @@ class Receiver:
         self._waiting = still
 
 
-def listen_http(testCase: TestCase, *replies: Reply | int, reactor: Any = None) -> Receiver:
+def listen_http(testCase: TestCase, *replies: Reply | int, reactor: Any = None, port: int = 0) -> Receiver:
     """Start a plain HTTP receiver answering ``replies`` in turn (the last repeats).
 
-    With no replies it answers 200 with an empty body. Stopped on cleanup.
+    With no replies it answers 200 with an empty body. ``port`` 0 picks a
+    free one; a given port (e.g. from :func:`closed_port`, that a client has
+    been refused on) is listened on as it is. Stopped on cleanup.
     """
     reactor = _reactor(reactor)
     receiver = Receiver(replies, "http", reactor)
-    receiver._listening(reactor.listenTCP(0, receiver.site, interface=HOST))
+    receiver._listening(reactor.listenTCP(port, receiver.site, interface=HOST))
     testCase.addCleanup(receiver.stop)
     return receiver
 
