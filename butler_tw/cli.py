@@ -1,27 +1,54 @@
-"""``butler-tw``: the admin command line for the outbox.
+"""``butler-tw``: the admin command line.
 
     butler-tw deliveries --config F [--state pending|dead] [--limit N]
     butler-tw replay --config F (ID ... | --all-dead)
+    butler-tw check-config F
+    butler-tw send-test F [--event failed|aborted] [--webhook NAME]
+    butler-tw emit HOST:PORT [--event failed|aborted] [--task-id ID] [--count N]
+    butler-tw receive [--port P] [--host H] [--tls] [--cert-dir D] [--status CODE]
 
-It opens the daemon's SQLite outbox directly (WAL lets it read and write while
-the daemon runs). A replayed delivery starts its retry schedule afresh; a
-running daemon picks it up within a few seconds, a stopped one at its start.
+``deliveries`` and ``replay`` open the daemon's SQLite outbox directly (WAL
+lets them read and write while the daemon runs). A replayed delivery starts
+its retry schedule afresh; a running daemon picks it up within a few seconds,
+a stopped one at its start.
+
+``check-config`` validates a config file as the daemon does at start-up and
+summarises it. ``send-test``, ``emit`` and ``receive`` (in
+:mod:`butler_tw.tryout`) try webhooks and the daemon out. Nothing prints a
+webhook URL whole: only :func:`~butler_tw.redact.redact_url` of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from typing import Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
+from urllib.parse import urlsplit
 
-from butler_tw.config import Config, ConfigError, load_config
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater, react
+from twisted.python.failure import Failure
+
+from butler_tw import tryout
+from butler_tw.alert import EventKind
+from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
 from butler_tw.outbox import Delivery
-from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, iter_rows
+from butler_tw.redact import redact_url
+from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows
+from butler_tw.tap import resolve_listen_host
+
+_EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
+#: Commands that run on the reactor (through :func:`run_on_reactor`).
+_REACTOR_COMMANDS = ("send-test", "receive")
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    parser = argparse.ArgumentParser(prog="butler-tw", description="Inspect and replay butler-tw deliveries.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="butler-tw",
+        description="Check the config, test the webhooks, try the daemon out, inspect and replay deliveries.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("deliveries", help="list pending or dead deliveries")
@@ -35,18 +62,274 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     which.add_argument("ids", nargs="*", default=[], help="delivery ids, or alert ids (all of that alert's)")
     which.add_argument("--all-dead", action="store_true", help="every dead delivery")
 
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file as the daemon does, and summarise it",
+        description="Validate a config file exactly as the daemon does at start-up (the outbox is not "
+        "touched) and print what it configures. Exit 0, or 2 with every problem on stderr.",
+    )
+    _config_argument(check)
+
+    test = sub.add_parser(
+        "send-test",
+        help="send a test alert to the configured webhooks now",
+        description="Send a clearly marked synthetic alert now to every webhook of one kind (or only the "
+        "named one), bypassing rate limits and the outbox, and print the result of each call. "
+        "Exit 0 if every webhook answered 2xx, 1 otherwise.",
+    )
+    _config_argument(test)
+    test.add_argument(
+        "--event",
+        choices=tuple(_EVENTS),
+        help="which webhooks: reloadTaskFailure (failed, the default) or reloadTaskAborted (aborted)",
+    )
+    test.add_argument(
+        "--webhook",
+        metavar="NAME",
+        help="only the webhook whose description or key (e.g. reloadTaskFailure.webhooks[0]) is NAME",
+    )
+
+    emit = sub.add_parser(
+        "emit",
+        help="send sample Qlik scheduler datagrams to a daemon",
+        description="Send sample Qlik Sense scheduler datagrams (as its UDP log appender does), each "
+        "with a fresh executionId.",
+    )
+    emit.add_argument(
+        "target", metavar="HOST:PORT", help="where the daemon listens, e.g. 127.0.0.1:9998 or [::1]:9998"
+    )
+    emit.add_argument("--event", choices=tuple(_EVENTS), default="failed", help="failed (default) or aborted")
+    emit.add_argument("--task-id", default=tryout.SAMPLE_TASK_ID, help="the taskId (a GUID) of the datagrams")
+    emit.add_argument("--count", type=int, default=1, help="how many datagrams (default 1)")
+
+    receive = sub.add_parser(
+        "receive",
+        help="a local webhook receiver that prints every request",
+        description="A local webhook receiver: prints every request readably and answers 200 (or "
+        "--status). Runs until Ctrl-C.",
+    )
+    receive.add_argument(
+        "--port", type=int, default=18080, help="TCP port (default 18080, as config/butler.example.yaml)"
+    )
+    receive.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; :: for all)"
+    )
+    receive.add_argument(
+        "--tls", action="store_true", help="HTTPS, with a throwaway certificate made at start"
+    )
+    receive.add_argument(
+        "--cert-dir", help="with --tls: where to write ca.pem (default: a new temporary directory)"
+    )
+    receive.add_argument(
+        "--status", type=int, default=200, help="the HTTP status to answer (default 200; try 503 for retries)"
+    )
+    return parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", metavar="F", help="the daemon's config file")
+    parser.add_argument("--config", "-c", dest="configOption", metavar="F", help="the same, as an option")
+
+
+def _config_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    path: str | None = args.config or args.configOption
+    if not path:
+        parser.error(f"{args.command} needs the config file")
+    return str(path)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO | None = None) -> int:
+    err = sys.stderr if err is None else err
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("check-config", "send-test"):
+        args.config = _config_path(parser, args)
+    if args.command in _REACTOR_COMMANDS:
+        return _react(lambda reactor: run_on_reactor(args, reactor, out, err), args.command, err)
+    if args.command == "check-config":
+        return check_config(args.config, out, err)
+    if args.command == "emit":
+        return tryout.emit(args.target, _EVENTS[args.event], args.task_id, args.count, out, err)
     try:
         config = load_config(args.config)
         conn = connect(config.stateDir, create=False)
     except (ConfigError, StoreError) as e:
-        print(f"butler-tw: {e}", file=sys.stderr)
+        print(f"butler-tw: {e}", file=err)
         return 2
     if args.command == "deliveries":
         return list_deliveries(conn, config, args.state, args.limit, out)
     if not args.all_dead and not args.ids:
         parser.error("replay needs delivery ids or --all-dead")
     return replay_deliveries(conn, args.ids, args.all_dead, out)
+
+
+def main_on_reactor(argv: Sequence[str], reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:
+    """Parse ``argv`` for ``send-test`` or ``receive`` and run it on a running ``reactor``.
+
+    What :func:`main` does under ``react()``, for callers (tests) that have a
+    reactor running already. ``receive``'s Deferred fires only if it cannot listen.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command not in _REACTOR_COMMANDS:
+        raise ValueError(f"{args.command} does not run on the reactor")
+    if args.command == "send-test":
+        args.config = _config_path(parser, args)
+    return run_on_reactor(args, reactor, out, err)
+
+
+def run_on_reactor(args: argparse.Namespace, reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:
+    if args.command == "receive":
+        return tryout.receive(reactor, out, err, args.host, args.port, args.tls, args.cert_dir, args.status)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        err.write(f"butler-tw: {e}\n")
+        return succeed(2)
+    kind = _EVENTS[args.event] if args.event else None
+    return tryout.send_test(reactor, config, kind, args.webhook, out, err)
+
+
+def _react(run: Callable[[Any], Deferred[int]], command: str, err: TextIO) -> int:
+    """Run ``run(reactor)`` under ``react()``; its result is the exit status (130 if interrupted)."""
+    results: list[int] = []
+
+    def crashed(failure: Failure) -> int:
+        err.write(f"butler-tw {command}: unexpected error: {failure.getErrorMessage()}\n")
+        failure.printTraceback(err)
+        return 1
+
+    def start(reactor: Any) -> Deferred[None]:
+        # Once the reactor runs, so that its start-up does not count as latency.
+        d: Deferred[int] = deferLater(reactor, 0, run, reactor)  # type: ignore[arg-type]
+        return d.addErrback(crashed).addCallback(results.append)
+
+    try:
+        react(start)
+    except SystemExit:
+        pass
+    if results:
+        return results[0]
+    return 0 if command == "receive" else 130
+
+
+# --------------------------------------------------------------------------
+# check-config
+
+
+def check_config(path: str, out: TextIO, err: TextIO) -> int:
+    """Validate ``path`` as the daemon's start-up does (not the outbox) and print a summary."""
+    try:
+        config = load_config(path)
+        address = resolve_listen_host(config.udpHost)
+    except ConfigError as e:
+        err.write(f"butler-tw: {ConfigError(path, e.problems)}\n")
+        return 2
+    out.write(describe_config(path, config, address))
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    """``300`` as ``5 min``, ``7200`` as ``2 h``; odd values in seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _udp_line(config: Config, address: str) -> str:
+    line = _hostport(config.udpHost, config.udpPort)
+    if address != config.udpHost:
+        line += f" (resolves to {address})"
+    if address == "0.0.0.0":  # noqa: S104 - describing, not binding
+        line += " (every IPv4 address)"
+    elif address == "::":
+        line += " (every IPv4 and IPv6 address)"
+    return line
+
+
+def _hidden(url: str) -> str:
+    parts = urlsplit(url)
+    hidden = [
+        what for what, there in (("query string", parts.query), ("user info", "@" in parts.netloc)) if there
+    ]
+    return f"  ({' and '.join(hidden)} not shown)" if hidden else ""
+
+
+def _tls_line(webhook: Webhook) -> str:
+    if not webhook.url.lower().startswith("https:"):
+        unused = (
+            " (its cert block is not used: the URL is http)"
+            if webhook.tls.mode is not TrustMode.PLATFORM
+            else ""
+        )
+        return "none (http)" + unused
+    tls = webhook.tls
+    if tls.mode is TrustMode.CUSTOM_CA:
+        return f"custom CA: only the {len(tls.caCertificates)} certificate(s) in {tls.caFile}"
+    if tls.mode is TrustMode.NO_VERIFY:
+        return "NO verification (cert.rejectUnauthorized: false)"
+    return "platform: the system's CA store"
+
+
+def describe_config(path: str, config: Config, address: str) -> str:
+    """The summary ``check-config`` prints. Holds no URL query, user info or header value."""
+    stateDir = config.stateDir
+    where = "" if os.path.isabs(stateDir) else ", relative to the daemon's working directory"
+    dedup = (
+        f"a repeated datagram (same kind and executionId) within {_duration(config.dedupTtl)} is dropped"
+        if config.dedupTtl > 0
+        else "off"
+    )
+    lines = [
+        f"{path}: valid",
+        "",
+        f"UDP             {_udp_line(config, address)}",
+        f"de-duplication  {dedup}",
+        f"stateDir        {stateDir} (outbox {db_path(stateDir)}{where}; not checked here)",
+        f"dead letters    kept {_duration(config.deadLetterRetention)}",
+        f"shutdown        calls in flight get {_duration(config.shutdownGrace)} on SIGTERM",
+        f"webhook calls   {'enabled' if config.notificationsEnabled else 'DISABLED'}",
+    ]
+    warnings = []
+    if not config.notificationsEnabled:
+        warnings.append(
+            "Butler.webhookNotification.enable is false: alerts are received and counted, but nothing is sent"
+        )
+    for kind, route in config.routes.items():
+        limit = (
+            f"rate limit: at most one alert per task per {_duration(route.rateLimit)}"
+            if route.rateLimit > 0
+            else "no rate limit"
+        )
+        lines += ["", f"{kind.value}: {len(route.webhooks)} webhook(s), {limit}"]
+        if not route.webhooks:
+            lines.append("  (none: alerts of this kind are received and counted only)")
+        for w in route.webhooks:
+            schedule = ", ".join(_duration(s) for s in w.retry.schedule)
+            lines += [
+                f"  {w.key}: {w.description or '(no description)'}",
+                f"    {w.method} {redact_url(w.url)}{_hidden(w.url)}",
+                f"    TLS {_tls_line(w)}",
+                f"    timeout {_duration(w.timeout)}, concurrency {w.concurrency}",
+                f"    attempts at {schedule} after the alert; given up after {_duration(w.retry.maxAge)}",
+            ]
+            if w.tls.mode is TrustMode.NO_VERIFY and w.url.lower().startswith("https:"):
+                warnings.append(
+                    f"{w.key} ({w.name}): the server certificate is NOT verified: anyone on the network "
+                    "path can read and change these alerts"
+                )
+    lines += ["", "ignored sections: " + (", ".join(config.ignored) if config.ignored else "none")]
+    lines += [f"WARNING: {text}" for text in warnings]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# deliveries and replay
 
 
 def list_deliveries(conn, config: Config, state: str | None, limit: int, out: TextIO) -> int:  # type: ignore[no-untyped-def]
