@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import attrs
 import yaml
+from hyperlink import EncodedURL
 
 from butler_tw.alert import EventKind
 from butler_tw.retry import RetryPolicy
@@ -450,6 +451,19 @@ class _Validator:
             return None
         if not parts.hostname:
             self.problem(where, "has no host name")
+            return None
+        if ":" in parts.hostname:
+            self.problem(where, "IPv6 address literals are not supported by the HTTP client: use a host name")
+            return None
+        try:
+            # The conversion treq makes before every request: catch here what it would refuse.
+            EncodedURL.from_text(url).to_uri()
+        except ValueError:
+            self.problem(
+                where,
+                "the host name is not valid (letters, digits and '-' only, no label starting or "
+                "ending with '-'; '_' is not allowed)",
+            )
             return None
         return url
 

@@ -49,6 +49,7 @@ class Dispatcher:
         self._stats = stats
         self._rand = rand
         self._ready: deque[Delivery] = deque()
+        self._readyIds: set[str] = set()
         self._timers: dict[str, tuple[IDelayedCall, Delivery]] = {}
         self._inFlight: dict[str, Deferred[Outcome]] = {}
         self._idle: list[Deferred[None]] = []
@@ -67,7 +68,17 @@ class Dispatcher:
         return len(self._inFlight)
 
     def submit(self, delivery: Delivery) -> None:
-        """Take a pending delivery; it is attempted when due and a slot is free."""
+        """Take a pending delivery; it is attempted when due and a slot is free.
+
+        A delivery this dispatcher already holds (the same alert received
+        again with de-duplication off) is not taken twice.
+        """
+        if delivery.id in self._timers or delivery.id in self._inFlight or delivery.id in self._readyIds:
+            log.info("Delivery {id} is already queued or in flight", id=delivery.id)
+            return
+        self._schedule(delivery)
+
+    def _schedule(self, delivery: Delivery) -> None:
         if self._stopping:
             return
         delay = delivery.dueAt - self._clock.seconds()
@@ -76,19 +87,31 @@ class Dispatcher:
             self._timers[delivery.id] = (call, delivery)
         else:
             self._ready.append(delivery)
+            self._readyIds.add(delivery.id)
             self._pump()
 
     def _due(self, deliveryId: str) -> None:
         _, delivery = self._timers.pop(deliveryId)
         self._ready.append(delivery)
+        self._readyIds.add(delivery.id)
         self._pump()
 
     def _pump(self) -> None:
         while self._ready and len(self._inFlight) < self.webhook.concurrency and not self._stopping:
-            self._attempt(self._ready.popleft())
+            delivery = self._ready.popleft()
+            self._readyIds.discard(delivery.id)
+            try:
+                self._attempt(delivery)
+            except Exception:
+                # One bad delivery must not stall the queue behind it.
+                log.failure("Could not attempt delivery {id}", id=delivery.id)
 
     def _attempt(self, delivery: Delivery) -> None:
         started = self._clock.seconds()
+        if started - delivery.acceptedAt > self.webhook.retry.maxAge:
+            # Resumed after a long downtime: the alert is stale, do not send it now.
+            self._expire(delivery)
+            return
         request = build_request(delivery.alert, self.webhook, timestamp=int(started))
         self._stats.incr("attempts_started", self.webhook.key)
         d = self._sender.send(request)
@@ -130,7 +153,25 @@ class Dispatcher:
         if state is not State.PENDING and self.onFinal is not None:
             self.onFinal(updated)
         if nextAt is not None:
-            self.submit(updated)
+            self._schedule(updated)
+
+    def _expire(self, delivery: Delivery) -> None:
+        dead = attrs.evolve(
+            delivery, state=State.DEAD, lastOutcome="expired: older than maxAge before it could be sent"
+        )
+        log.error(
+            "{event}: task {taskName!r} ({taskId}) to {webhook}: not sent, the alert is older than maxAge "
+            "({maxAge:g} s); kept as a dead letter",
+            event=delivery.alert.event,
+            taskName=delivery.alert.taskName,
+            taskId=delivery.alert.taskId,
+            webhook=self.webhook.name,
+            maxAge=self.webhook.retry.maxAge,
+        )
+        self._stats.incr("deliveries_dead", self.webhook.key)
+        self._outbox.record(dead)
+        if self.onFinal is not None:
+            self.onFinal(dead)
 
     def _log_attempt(self, d: Delivery, outcome: Outcome, ms: float, nextAt: float | None) -> None:
         a = d.alert

@@ -19,7 +19,7 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
 from twisted.internet import error as neterror
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web import client as webclient
@@ -91,19 +91,22 @@ class WebhookClient:
         self._http = HTTPClient(agent, cookiejar=noCookies)  # type: ignore[arg-type]
 
     def send(self, request: Request) -> Deferred[Outcome]:
-        """Make the request; fires with its :class:`Outcome`, never errbacks."""
+        """Make the request; fires with its :class:`Outcome`, never errbacks or raises."""
         headers = Headers({k.encode("ascii"): [v.encode("latin-1")] for k, v in request.headers})
         url, credentials = _split_userinfo(request.url)
         if credentials is not None and not headers.hasHeader(b"authorization"):
             headers.setRawHeaders(b"authorization", [credentials])
-        d: Deferred[Any] = self._http.request(
-            request.method,
-            url,
-            headers=headers,
-            data=request.body,
-            allow_redirects=False,
-            unbuffered=True,
-        )
+        try:
+            d: Deferred[Any] = self._http.request(
+                request.method,
+                url,
+                headers=headers,
+                data=request.body,
+                allow_redirects=False,
+                unbuffered=True,
+            )
+        except Exception as e:  # treq refuses some URLs synchronously
+            return succeed(Outcome(error=f"the request could not be made ({type(e).__name__})"))
         d.addCallback(self._read)
         # Cancelling a request that is waiting for its response fails it with
         # ResponseNeverReceived, not CancelledError: say "timed out" anyway.

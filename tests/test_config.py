@@ -493,11 +493,22 @@ class ValidFileTests(ConfigTestCase):
             ],
         )
 
-    def test_ipv6AndPortUrls(self) -> None:
+    def test_portUrls(self) -> None:
         config = parse_config(
-            with_hooks(hook(webhookURL="http://[::1]:8080/x"), hook(webhookURL="HTTPS://h:1/"))
+            with_hooks(hook(webhookURL="HTTPS://h:1/"), hook(webhookURL="http://10.0.0.5:8080/x"))
         )
-        self.assertEqual([w.url for w in config.webhooks], ["http://[::1]:8080/x", "HTTPS://h:1/"])
+        self.assertEqual([w.url for w in config.webhooks], ["HTTPS://h:1/", "http://10.0.0.5:8080/x"])
+
+    def test_urlsTheHttpClientRefuses(self) -> None:
+        """What treq would refuse at send time is refused at start-up instead."""
+        where = f"{FAILURE}.webhooks[0].webhookURL"
+        self.assertEqual(
+            self.problems(with_hooks(hook(webhookURL="http://[::1]:8080/x"))),
+            (f"{where}: IPv6 address literals are not supported by the HTTP client: use a host name",),
+        )
+        for url in ("http://ho_st.corp/x", "http://-x-/y"):
+            (problem,) = self.problems(with_hooks(hook(webhookURL=url)))
+            self.assertTrue(problem.startswith(f"{where}: the host name is not valid"), problem)
 
     def test_shutdownGrace(self) -> None:
         doc = minimal()

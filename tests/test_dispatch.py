@@ -97,6 +97,34 @@ class DispatcherTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IOutbox, MemoryOutbox()))
         self.assertTrue(verifyObject(IOutbox, RecordingOutbox()))
 
+    def test_sameDeliveryTwiceTakenOnce(self) -> None:
+        """An alert received again (de-duplication off) while its delivery is held is not sent twice."""
+        dispatcher = self.dispatcher(concurrency=1)
+        first = self.submit(dispatcher, 0)
+        queued = self.submit(dispatcher, 1)
+        dispatcher.submit(first)  # in flight
+        dispatcher.submit(queued)  # waiting for a slot
+        self.assertEqual((self.sender.attempts, dispatcher.queued), (1, 1))
+        self.sender.finish(ERROR)  # retry timer for the first
+        dispatcher.submit(self.only(first))  # waiting for its retry
+        self.sender.finish(OK)
+        self.clock.advance(60)
+        self.sender.finish(OK)
+        self.assertEqual(self.sender.attempts, 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_staleDeliveryExpiresUnsent(self) -> None:
+        """A delivery resumed after more than maxAge is a dead letter, not a late alert."""
+        dispatcher = self.dispatcher(maxAge=600)
+        finals: list[Delivery] = []
+        dispatcher.onFinal = finals.append
+        stale = Delivery(alert(0), dispatcher.webhook.key, acceptedAt=self.clock.seconds() - 601, dueAt=0)
+        dispatcher.submit(stale)
+        self.assertEqual(self.sender.attempts, 0)
+        (dead,) = self.outbox.dead
+        self.assertEqual((dead.state, dead.lastOutcome[:8]), (State.DEAD, "expired:"))
+        self.assertEqual(finals, [dead])
+
     def test_concurrencyLimit(self) -> None:
         """5 submitted at concurrency 2: 2 in flight, the others start as slots free."""
         dispatcher = self.dispatcher(concurrency=2)
