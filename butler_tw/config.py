@@ -10,6 +10,7 @@ file in one go. Nothing downstream re-reads raw YAML.
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import re
 from typing import Any, Callable, Hashable, Mapping, Sequence
@@ -88,6 +89,16 @@ class Webhook:
     def name(self) -> str:
         """How log lines name this webhook: its description, else its key."""
         return self.description or self.key
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies where it sends (method and URL), without revealing the URL.
+
+        The outbox keeps it beside the key so that, after the config file
+        changed, a pending delivery follows its webhook to a new position or
+        becomes a dead letter, never going to another receiver.
+        """
+        return hashlib.sha256(f"{self.method} {self.url}".encode()).hexdigest()[:16]
 
 
 @attrs.frozen

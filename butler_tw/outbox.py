@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -70,6 +70,16 @@ class IOutbox(Interface):
     def pending() -> Deferred[list[Delivery]]:
         """The deliveries still pending, to resume at start-up."""
 
+    def rebind(webhooks: Mapping[str, str]) -> dict[str, str | None]:
+        """Reconcile stored deliveries with the webhooks now configured.
+
+        :param webhooks: config key -> fingerprint of every webhook now.
+        :return: for each stored key whose webhook moved, its new key; for
+            each whose webhook is gone (or now sends elsewhere), ``None``, its
+            pending deliveries having become dead letters. Synchronous: called
+            once at start-up, before :meth:`pending`.
+        """
+
     def requeued() -> Deferred[list[Delivery]]:
         """Deliveries re-queued from outside (``butler-tw replay``) since the last call."""
 
@@ -117,6 +127,9 @@ class MemoryOutbox:
 
     def open(self) -> None:
         pass
+
+    def rebind(self, webhooks: Mapping[str, str]) -> dict[str, str | None]:
+        return {}  # nothing outlives the process
 
     def requeued(self) -> Deferred[list[Delivery]]:
         return succeed([])

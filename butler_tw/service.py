@@ -65,6 +65,16 @@ class NotifierService(Service):
         """
         super().startService()
         self._outbox.open()
+        changes = self._outbox.rebind({key: d.webhook.fingerprint for key, d in self._dispatchers.items()})
+        for old, new in sorted(changes.items()):
+            if new is None:
+                log.warn(
+                    "Webhook {old} was removed from the config or now sends elsewhere: "
+                    "its pending deliveries are dead letters (butler-tw deliveries --state dead)",
+                    old=old,
+                )
+            else:
+                log.info("Webhook {old} is now {new} in the config: its deliveries follow", old=old, new=new)
         now = self._clock.seconds()
         if self._dedup is not None:
             self._dedup.restore(self._outbox.remembered("dedup", now))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -63,6 +63,10 @@ CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, requeued);
 CREATE TABLE IF NOT EXISTS dedup (
     kind TEXT NOT NULL, execution_id TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (kind, execution_id)
+);
+CREATE TABLE IF NOT EXISTS webhooks (
+    key TEXT PRIMARY KEY,          -- e.g. reloadTaskFailure.webhooks[0]
+    fingerprint TEXT NOT NULL      -- Webhook.fingerprint: where it sends
 );
 CREATE TABLE IF NOT EXISTS windows (
     kind TEXT NOT NULL, task_id TEXT NOT NULL, expires_at REAL NOT NULL,
@@ -141,6 +145,7 @@ SELECT_DELIVERIES = (
 )
 
 _Op = Callable[[sqlite3.Connection], Any]
+_MOVING = "moving:"  # temporary key prefix in rebind(); config keys never start with it
 
 
 @implementer(IOutbox)
@@ -285,6 +290,59 @@ class SqliteOutbox:
         d = self._submit(op, wait=True)
         assert d is not None
         return d.addCallback(lambda r: r or [])
+
+    def rebind(self, webhooks: Mapping[str, str]) -> dict[str, str | None]:
+        """Move stored deliveries to where their webhook is in the config now.
+
+        Webhooks are stored by position (``reloadTaskFailure.webhooks[0]``);
+        if the admin reorders, inserts or removes entries, a pending delivery
+        must not go to whichever receiver now has its old position. Each
+        position's fingerprint (method and URL) is kept: a delivery follows
+        its fingerprint to its new position, or becomes a dead letter when no
+        configured webhook has it any more.
+        """
+        conn = self._conn
+        assert conn is not None, "open() first"
+        stored = dict(conn.execute("SELECT key, fingerprint FROM webhooks").fetchall())
+        unchanged = {key for key, fp in stored.items() if webhooks.get(key) == fp}
+        taken = set(unchanged)  # positions whose deliveries are settled
+        changes: dict[str, str | None] = {}
+        for key, fp in sorted(stored.items()):
+            if key in unchanged:
+                continue
+            target = next((k for k, f in sorted(webhooks.items()) if f == fp and k not in taken), None)
+            if target is not None:
+                taken.add(target)
+            changes[key] = target
+        now = self._reactor.seconds()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for old, new in changes.items():
+                if new is None:
+                    conn.execute(
+                        "UPDATE deliveries SET state = 'dead', updated_at = ?, last_outcome = "
+                        "'webhook removed from the config, or its URL or method changed' "
+                        "WHERE webhook_key = ? AND state = 'pending'",
+                        (now, old),
+                    )
+                else:  # via a temporary key, so that swapped positions never collide
+                    conn.execute(
+                        "UPDATE deliveries SET webhook_key = ?, id = alert_id || '/' || ? "
+                        "WHERE webhook_key = ?",
+                        (_MOVING + new, _MOVING + new, old),
+                    )
+            conn.execute(
+                "UPDATE deliveries SET webhook_key = substr(webhook_key, ?), id = alert_id || '/' || "
+                "substr(webhook_key, ?) WHERE substr(webhook_key, 1, ?) = ?",
+                (len(_MOVING) + 1, len(_MOVING) + 1, len(_MOVING), _MOVING),
+            )
+            conn.execute("DELETE FROM webhooks")
+            conn.executemany("INSERT INTO webhooks (key, fingerprint) VALUES (?, ?)", list(webhooks.items()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return changes
 
     def requeued(self) -> Deferred[list[Delivery]]:
         """Deliveries that ``butler-tw replay`` re-queued since the last call."""

@@ -63,6 +63,28 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(rows, [("b", "dead", "HTTP 400"), ("c", "pending", "HTTP 503")])
 
     @inlineCallbacks
+    def test_rebindFollowsWebhooksAcrossConfigChanges(self):  # type: ignore[no-untyped-def]
+        """Swapped webhooks keep their deliveries; a removed one's become dead letters."""
+        self.assertEqual(self.outbox.rebind({"a": "fa", "b": "fb", "c": "fc"}), {})
+        a, b, c = yield self.outbox.add(ALERT, ["a", "b", "c"], 1000.0)
+        yield self.outbox.flushed()
+        # The admin swapped a and b, and replaced c by d (another URL).
+        changes = self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"})
+        self.assertEqual(changes, {"a": "b", "b": "a", "c": None})
+        pending = yield self.outbox.pending()
+        self.assertEqual(
+            sorted((d.webhookKey, d.id) for d in pending),
+            [("a", f"{ALERT.alertId}/a"), ("b", f"{ALERT.alertId}/b")],
+        )
+        # The delivery that was for a's receiver (fingerprint fa) is now b's.
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        rows = conn.execute("SELECT webhook_key, state FROM deliveries ORDER BY webhook_key").fetchall()
+        conn.close()
+        self.assertEqual(rows, [("a", "pending"), ("b", "pending"), ("c", "dead")])
+        # Unchanged config: nothing moves.
+        self.assertEqual(self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"}), {})
+
+    @inlineCallbacks
     def test_groupCommit(self):  # type: ignore[no-untyped-def]
         """Many adds submitted together share a few transactions, not one each."""
         yield gatherResults([self.outbox.add(alert(i), ["a", "b", "c"], 1000.0) for i in range(500)])
