@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import attrs
 from twisted.application.service import Service
@@ -11,6 +11,7 @@ from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
@@ -50,6 +51,7 @@ class NotifierService(Service):
         self._stats = stats
         self._grace = grace
         self._dedup = dedup
+        self._retryResume: Any = None
         self._loops = [
             (LoopingCall(self._pickUpReplays), replayPoll),
             (LoopingCall(self._outbox.prune), pruneEvery),
@@ -82,16 +84,29 @@ class NotifierService(Service):
         self._limiter.restore(windows)
         if windows:
             log.info("Re-armed {n} rate-limit windows from before the restart", n=len(windows))
-        self._outbox.pending().addCallback(self._resume, "Resumed {n} pending deliveries").addErrback(
-            lambda f: log.failure("Could not resume pending deliveries", f)
-        )
+        self._resumePending()
         for loop, interval in self._loops:
             loop.clock = self._clock
             loop.start(interval, now=False).addErrback(lambda f: log.failure("Outbox housekeeping failed", f))
 
+    def _resumePending(self) -> None:
+        def failed(f: Failure) -> None:
+            log.error(
+                "Could not read the pending deliveries from the outbox ({error}); trying again in 10 s",
+                error=str(f.value),
+            )
+            self._retryResume = self._clock.callLater(10, self._resumePending)
+
+        self._retryResume = None
+        self._outbox.pending().addCallbacks(
+            self._resume, failed, callbackArgs=("Resumed {n} pending deliveries",)
+        )
+
     def _pickUpReplays(self) -> Deferred[None]:
-        d = self._outbox.requeued()
-        return d.addCallback(self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`")
+        d: Deferred[Any] = self._outbox.requeued()
+        d.addCallback(self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`")
+        # An error must not end the LoopingCall: log it, try again at the next tick.
+        return d.addErrback(lambda f: log.error("Could not check for replays: {error}", error=str(f.value)))
 
     def _resume(self, deliveries: list, message: str) -> None:  # type: ignore[type-arg]
         resumed = 0
@@ -120,6 +135,8 @@ class NotifierService(Service):
         for loop, _ in self._loops:
             if loop.running:
                 loop.stop()
+        if self._retryResume is not None and self._retryResume.active():
+            self._retryResume.cancel()
         self._limiter.stop()
         stops = [d.stop() for d in self._dispatchers.values()]
         inFlight = sum(d.inFlight for d in self._dispatchers.values())

@@ -145,6 +145,9 @@ SELECT_DELIVERIES = (
 )
 
 _Op = Callable[[sqlite3.Connection], Any]
+_Queued = tuple[_Op, "Deferred[Any] | None", bool]  # (op, waiter, is a read)
+_FIRST_BACKOFF = 0.5
+_MAX_BACKOFF = 30.0
 _MOVING = "moving:"  # temporary key prefix in rebind(); config keys never start with it
 
 
@@ -161,7 +164,9 @@ class SqliteOutbox:
         self._retention = deadLetterRetention
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="butler-tw-outbox")
-        self._queued: list[tuple[_Op, Deferred[Any] | None]] = []
+        self._queued: list[_Queued] = []
+        self._backoff = _FIRST_BACKOFF
+        self._retryCall: Any = None
         self._committing = False
         self._idle: list[Deferred[None]] = []
         self._closed = False
@@ -181,14 +186,23 @@ class SqliteOutbox:
 
     # -- group commit
 
-    def _submit(self, op: _Op, wait: bool = False) -> Deferred[Any] | None:
+    def _submit(self, op: _Op, wait: bool = False, read: bool = False) -> Deferred[Any] | None:
+        """Queue ``op`` for the next transaction.
+
+        :param wait: return a Deferred that fires with ``op``'s result. A write's
+            fires (with ``None``) even when its commit failed: the caller goes on
+            from memory while the write is retried.
+        :param read: ``op`` answers a question; if its commit fails, its
+            Deferred fails instead of the op being retried.
+        """
         d: Deferred[Any] | None = Deferred() if wait else None
-        self._queued.append((op, d))
+        self._queued.append((op, d, read))
         if not self._committing:
             self._flush()
         return d
 
     def _flush(self) -> None:
+        self._retryCall = None
         batch, self._queued = self._queued, []
         if not batch:
             self._committing = False
@@ -197,7 +211,7 @@ class SqliteOutbox:
                 d.callback(None)
             return
         self._committing = True
-        done = deferToThreadPool(self._reactor, self._pool, self._commit, [op for op, _ in batch])
+        done = deferToThreadPool(self._reactor, self._pool, self._commit, [op for op, _, _ in batch])
         done.addBoth(self._committed, batch)
 
     def _commit(self, ops: list[_Op]) -> list[Any]:
@@ -216,29 +230,40 @@ class SqliteOutbox:
             raise
         return results
 
-    def _committed(self, result: Any, batch: list[tuple[_Op, Deferred[Any] | None]]) -> None:
+    def _committed(self, result: Any, batch: list[_Queued]) -> None:
         if isinstance(result, list):
             self.commits += 1
+            self._backoff = _FIRST_BACKOFF
             if not self.healthy:
                 log.info("Outbox writes to {path} work again", path=db_path(self.stateDir))
             self.healthy = True
-            for (_, d), value in zip(batch, result, strict=True):
-                if d is not None:
+            for (_, d, _), value in zip(batch, result, strict=True):
+                if d is not None and not d.called:
                     d.callback(value)
-        else:
-            self.writeErrors += 1
-            if self.healthy:
-                log.error(
-                    "Cannot write to the outbox {path}: {error}. Deliveries carry on from memory, "
-                    "but will not survive a restart until this is fixed",
-                    path=db_path(self.stateDir),
-                    error=str(result.value),
-                )
-            self.healthy = False
-            for _, d in batch:
-                if d is not None:
-                    d.callback(None)
-        self._flush()
+            self._flush()
+            return
+        self.writeErrors += 1
+        if self.healthy:
+            log.error(
+                "Cannot write to the outbox {path}: {error}. Deliveries carry on from memory and the "
+                "writes are retried; until they succeed, what is new would not survive a restart",
+                path=db_path(self.stateDir),
+                error=str(result.value),
+            )
+        self.healthy = False
+        retry: list[_Queued] = []
+        for op, d, read in batch:
+            if read:
+                if d is not None and not d.called:
+                    d.errback(result)
+                continue
+            if d is not None and not d.called:
+                d.callback(None)
+            retry.append((op, d, read))
+        # Retried first, so that a later update of the same rows still lands after them.
+        self._queued = retry + self._queued
+        self._retryCall = self._reactor.callLater(self._backoff, self._flush)
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
 
     # -- IOutbox
 
@@ -287,7 +312,7 @@ class SqliteOutbox:
             rows = conn.execute(SELECT_DELIVERIES + "WHERE d.state = 'pending' ORDER BY d.due_at").fetchall()
             return [delivery_from_row(r) for r in rows]
 
-        d = self._submit(op, wait=True)
+        d = self._submit(op, wait=True, read=True)
         assert d is not None
         return d.addCallback(lambda r: r or [])
 
@@ -355,7 +380,7 @@ class SqliteOutbox:
                 conn.execute("UPDATE deliveries SET requeued = 0 WHERE requeued = 1")
             return [delivery_from_row(r) for r in rows]
 
-        d = self._submit(op, wait=True)
+        d = self._submit(op, wait=True, read=True)
         assert d is not None
         return d.addCallback(lambda r: r or [])
 
@@ -405,17 +430,33 @@ class SqliteOutbox:
         self._idle.append(d)
         return d
 
-    def close(self) -> Deferred[None]:
+    def close(self, timeout: float = 10.0) -> Deferred[None]:
+        """Flush what is queued (waiting at most ``timeout`` seconds), then stop the writer."""
         if self._closed:
             return succeed(None)
         self._closed = True
+        done: Deferred[None] = Deferred()
+        self.flushed().addBoth(lambda _: None if done.called else done.callback(None))
+        timer = self._reactor.callLater(timeout, lambda: None if done.called else done.callback(None))
 
         def shut(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if self._retryCall is not None and self._retryCall.active():
+                self._retryCall.cancel()
+            unwritten = len(self._queued)
+            if unwritten:
+                log.error(
+                    "Stopping with {n} outbox writes not on disk ({path} is failing): "
+                    "the deliveries they concern may be attempted again, or not resumed, at the next start",
+                    n=unwritten,
+                    path=db_path(self.stateDir),
+                )
             self._pool.stop()
             if self._conn is not None:
                 self._conn.close()
 
-        return self.flushed().addCallback(shut)
+        return done.addCallback(shut)
 
 
 def iter_rows(conn: sqlite3.Connection, sql: str, args: Iterable[Any] = ()) -> list[Delivery]:

@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 
 from butler_tw.alert import EventKind
 from butler_tw.outbox import IOutbox, State
-from butler_tw.sqlitestore import DB_NAME, SqliteOutbox, StoreError, connect
+from butler_tw.sqlitestore import DB_NAME, SCHEMA, SqliteOutbox, StoreError, connect
 from tests.test_dedup import ALERT
 
 
@@ -113,14 +113,22 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(counts, [1, 0])
 
     @inlineCallbacks
-    def test_writeErrorKeepsDelivering(self):  # type: ignore[no-untyped-def]
-        """A failed commit is logged and counted; add() still hands out the deliveries."""
-        self.outbox._conn.execute("DROP TABLE deliveries")  # every later write fails
+    def test_writeErrorKeepsDeliveringAndRetries(self):  # type: ignore[no-untyped-def]
+        """A failed commit is logged and counted; add() still hands out the deliveries,
+        and the writes are retried until they land."""
+        self.outbox._conn.execute("DROP TABLE deliveries")  # writes fail until it is back
         deliveries = yield self.outbox.add(ALERT, ["a"], 1000.0)
         self.assertEqual(len(deliveries), 1)
         self.assertFalse(self.outbox.healthy)
         self.assertEqual(self.outbox.writeErrors, 1)
-        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        failedRead = self.outbox.pending()  # a read during the outage fails rather than lie
+        yield self.assertFailure(failedRead, sqlite3.OperationalError)
+        # The disk is back (the table returns): the retried write lands.
+        self.outbox._conn.executescript(SCHEMA)
+        yield self.outbox.flushed()
+        self.assertTrue(self.outbox.healthy)
+        pending = yield self.outbox.pending()
+        self.assertEqual(pending, deliveries)
 
 
 class ConnectTests(SynchronousTestCase):
