@@ -525,11 +525,16 @@ class _Validator:
             if (
                 not isinstance(raw, list)
                 or not raw
-                or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0 for s in raw)
+                or any(
+                    isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0
+                    for s in raw
+                )
             ):
                 self.problem(f"{path}.retrySchedule", "expected a non-empty list of seconds (numbers >= 0)")
             elif list(raw) != sorted(raw):
                 self.problem(f"{path}.retrySchedule", "must be in increasing order")
+            elif raw[0] != 0:
+                self.problem(f"{path}.retrySchedule", "must start with 0: the first attempt is made at once")
             else:
                 schedule = tuple(float(s) for s in raw)
         max_age = self.number(node, "maxAge", path, default.maxAge, 1, 30 * 86400)

@@ -158,9 +158,11 @@ class Notifier:
         if counts[1] == counts[2]:
             self._stats.incr("alerts_undelivered")
             a = delivery.alert
+            self._limiter.release(a)
             log.error(
                 "{event}: task {taskName!r} ({taskId}) reached NONE of its {n} webhook(s); "
-                "see `butler-tw deliveries --state dead` and `butler-tw replay`",
+                "see `butler-tw deliveries --state dead` and `butler-tw replay`. "
+                "Its rate-limit window is released: the task's next alert goes out",
                 event=a.event,
                 taskName=a.taskName,
                 taskId=a.taskId,

@@ -18,19 +18,20 @@ from butler_tw.alert import Alert, EventKind
 class RateLimiter:
     """Remembers which tasks alerted recently, per kind of event.
 
-    :param onOpen: called with (kind, taskId, expiresAt) for every window
-        opened, so a store can re-arm it after a restart (:meth:`restore`).
+    :param onChange: called with (kind, taskId, expiresAt) for every window
+        opened, and with the current time for every window released, so a
+        store can re-arm the open ones after a restart (:meth:`restore`).
     """
 
     def __init__(
         self,
         clock: IReactorTime,
         windows: Mapping[EventKind, float],
-        onOpen: Callable[[EventKind, str, float], None] | None = None,
+        onChange: Callable[[EventKind, str, float], None] | None = None,
     ) -> None:
         self._clock = clock
         self._windows = dict(windows)
-        self._onOpen = onOpen
+        self._onChange = onChange
         self._expiries: dict[tuple[EventKind, str], IDelayedCall] = {}
 
     def allow(self, alert: Alert) -> bool:
@@ -42,9 +43,24 @@ class RateLimiter:
         if key in self._expiries:
             return False
         self._expiries[key] = self._clock.callLater(window, self._expire, key)
-        if self._onOpen is not None:
-            self._onOpen(alert.kind, key[1], self._clock.seconds() + window)
+        if self._onChange is not None:
+            self._onChange(alert.kind, key[1], self._clock.seconds() + window)
         return True
+
+    def release(self, alert: Alert) -> None:
+        """End ``alert``'s task window now: its alert reached no webhook.
+
+        The window exists so that one task does not alert twice in a row;
+        an alert that was never delivered must not silence the next one.
+        """
+        key = (alert.kind, alert.taskId.lower())
+        call = self._expiries.pop(key, None)
+        if call is None:
+            return
+        if call.active():
+            call.cancel()
+        if self._onChange is not None:
+            self._onChange(alert.kind, key[1], self._clock.seconds())
 
     def restore(self, entries: Iterable[tuple[EventKind, str, float]]) -> None:
         """Re-arm windows opened before a restart, for the time they have left.

@@ -8,9 +8,10 @@ Discord ``/api/webhooks/<id>/<token>``). Log lines therefore carry
 replaced by ``***``.
 
 The rule for a path segment: it is shown only if it reads like a word (a
-letter, then up to 19 letters, ``-``, ``_`` or ``.``) or a short version
-number (``v2``, ``1``). Anything with digits mixed in, anything long, any
-GUID, hex or base64 blob is masked. So ``/butler/failed`` and
+letter, then up to 19 lower-case letters, ``-``, ``_`` or ``.``) or a short
+version number (``v2``, ``1``). Anything with digits or capitals inside,
+anything long, any GUID, hex or base64 blob is masked (a random token of
+letters only almost always has a capital inside). So ``/butler/failed`` and
 ``/api/v1/alerts`` stay readable, while ``/services/T0000/B0000/XyZ…`` logs as
 ``/services/***/***/***``.
 """
@@ -21,7 +22,7 @@ import re
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
-_WORD = re.compile(r"[A-Za-z][A-Za-z_.\-]{0,19}|v?\d{1,3}")
+_WORD = re.compile(r"[A-Za-z][a-z_.\-]{0,19}|v?\d{1,3}")
 
 
 def redact_path(path: str) -> str:

@@ -101,7 +101,7 @@ def makeService(options: Options) -> service.IService:
     limiter = RateLimiter(
         reactor,  # type: ignore[arg-type]
         {kind: route.rateLimit for kind, route in config.routes.items()},
-        onOpen=lambda kind, task, expiresAt: outbox.remember("windows", kind, task, expiresAt),
+        onChange=lambda kind, task, expiresAt: outbox.remember("windows", kind, task, expiresAt),
     )
     dedup = Deduplicator(
         reactor,  # type: ignore[arg-type]

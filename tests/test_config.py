@@ -541,8 +541,8 @@ class RetryPolicyConfigTests(ConfigTestCase):
         )
 
     def test_perWebhookWithoutGlobal(self) -> None:
-        webhook = self.only_hook(parse_config(with_hooks(hook(retrySchedule=[0.5]))))
-        self.assertEqual(webhook.retry, RetryPolicy((0.5,), 3600.0))
+        webhook = self.only_hook(parse_config(with_hooks(hook(retrySchedule=[0, 0.5]))))
+        self.assertEqual(webhook.retry, RetryPolicy((0, 0.5), 3600.0))
 
     def test_badSchedules(self) -> None:
         bad = "expected a non-empty list of seconds (numbers >= 0)"
@@ -553,6 +553,9 @@ class RetryPolicyConfigTests(ConfigTestCase):
             ([0, "5"], bad),
             ([0, True], bad),
             ([0, 30, 5], "must be in increasing order"),
+            ([0, float("nan")], bad),
+            ([0, float("inf")], bad),
+            ([5, 30], "must start with 0: the first attempt is made at once"),
         ):
             self.assertEqual(
                 self.problems(with_hooks(hook(retrySchedule=schedule))),

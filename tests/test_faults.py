@@ -348,6 +348,7 @@ class FaultTests(TestCase):
                         f"http://127.0.0.1:{refused}/down", "GET", description="Down", retrySchedule=[0, 0.2]
                     ),
                 ],
+                rateLimit=300,
             ),
         )
         yield daemon.start()
@@ -358,18 +359,24 @@ class FaultTests(TestCase):
         )
         yield daemon.waitForOutput("reached NONE", DEADLINE)
         yield self.outboxIs(daemon, {"pending": 0, "dead": 3}, "three dead letters")
+        # The undelivered abort released its task's rate-limit window: the next abort
+        # of that task goes out although rateLimit is 300 s.
+        daemon.send(datagram("aborted", abortedTask[0], str(uuid.uuid4()), taskName="Reload Nothing Reached"))
+        yield within(rejected.waitForRequests(2), DEADLINE, "the next abort of the task", daemon)
+        yield self.outboxIs(daemon, {"pending": 0, "dead": 5}, "five dead letters")
         exit = yield self.stopCleanly(daemon)
 
-        self.assertEqual((len(notFound.requests), len(ok.requests), len(rejected.requests)), (1, 1, 1))
+        self.assertEqual((len(notFound.requests), len(ok.requests), len(rejected.requests)), (1, 1, 2))
+        self.assertNotIn("rate limited", exit.output)
         none = [line for line in exit.output.splitlines() if "reached NONE" in line]
-        self.assertEqual(len(none), 1, exit.output)
+        self.assertEqual(len(none), 2, exit.output)
         self.assertIn("#error]", none[0])
         self.assertIn("Reload Nothing Reached", none[0])
         self.assertIn(abortedTask[0], none[0])
         self.assertIn("reached NONE of its 2 webhook(s)", none[0])
         self.assertNotIn("Reload Half Reached", none[0])
         counts = counters(exit.output)
-        self.assertEqual(counts.get("alerts_undelivered"), 1)
-        self.assertEqual(counts.get("deliveries_dead"), 3)
+        self.assertEqual(counts.get("alerts_undelivered"), 2)
+        self.assertEqual(counts.get("deliveries_dead"), 5)
         self.assertEqual(counts.get("deliveries_delivered"), 1)
         self.assertRegex(exit.output, re.escape("to Down (GET http://127.0.0.1:") + r".*retries exhausted")

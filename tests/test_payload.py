@@ -294,7 +294,7 @@ class RedactTests(SynchronousTestCase):
             "https://contoso.webhook.office.com/webhookb2/6f1c2a3b-1111-4222-8333-944455566677@"
             "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d/IncomingWebhook/0123456789abcdef0123456789abcdef/"
             "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f": (
-                "https://contoso.webhook.office.com:443/***/***/IncomingWebhook/***/***"
+                "https://contoso.webhook.office.com:443/***/***/***/***/***"
             ),
             "https://discord.com/api/webhooks/123456789012345678/Ab-cD_ef123": (
                 "https://discord.com:443/api/webhooks/***/***"
@@ -305,7 +305,13 @@ class RedactTests(SynchronousTestCase):
         for url, expected in cases.items():
             self.assertEqual(redact_url(url), expected, url)
 
+    def test_lettersOnlyTokensMasked(self) -> None:
+        """Short tokens of letters only: a capital inside gives them away."""
+        self.assertEqual(redact_url("https://h/hook/QhXkZpTrWmNbVcLd"), "https://h:443/hook/***")
+        self.assertEqual(redact_url("https://h/Bearer-abcDEFghiJKL"), "https://h:443/***")
+
     def test_wordsAndVersionsKept(self) -> None:
         self.assertEqual(redact_url("http://h/api/v1/alerts/"), "http://h:80/api/v1/alerts/")
         self.assertEqual(redact_url("http://h/butler_get"), "http://h:80/butler_get")
         self.assertEqual(redact_url("http://h/qlik-alerts.json"), "http://h:80/qlik-alerts.json")
+        self.assertEqual(redact_url("http://h/Alerts/failed"), "http://h:80/Alerts/failed")

@@ -213,7 +213,7 @@ class RateLimiterPersistenceTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(1000)
         opened: list[tuple[EventKind, str, float]] = []
-        limiter = RateLimiter(clock, {EventKind.FAILED: 300}, onOpen=lambda *a: opened.append(a))
+        limiter = RateLimiter(clock, {EventKind.FAILED: 300}, onChange=lambda *a: opened.append(a))
         limiter.allow(FAILED)
         limiter.allow(FAILED)
         self.assertEqual(opened, [(EventKind.FAILED, FAILED.taskId.lower(), 1300.0)])
@@ -241,3 +241,32 @@ class RateLimiterPersistenceTests(SynchronousTestCase):
         self.assertEqual(len(limiter), 0)
         limiter.restore([(EventKind.FAILED, FAILED.taskId, 5000.0)])  # rateLimit lowered to 60
         self.assertEqual(limiter.remaining(FAILED), 60)
+
+
+class RateLimiterReleaseTests(SynchronousTestCase):
+    """An alert that reached no webhook does not silence the task's next one."""
+
+    def test_releaseReopensAndReports(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        changes: list[tuple[EventKind, str, float]] = []
+        limiter = RateLimiter(clock, {EventKind.FAILED: 300}, onChange=lambda *a: changes.append(a))
+        self.assertTrue(limiter.allow(FAILED))
+        clock.advance(50)
+        limiter.release(FAILED)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertTrue(limiter.allow(FAILED))
+        task = FAILED.taskId.lower()
+        self.assertEqual(
+            changes,
+            [
+                (EventKind.FAILED, task, 1300.0),
+                (EventKind.FAILED, task, 1050.0),
+                (EventKind.FAILED, task, 1350.0),
+            ],
+        )
+
+    def test_releaseUnknownIsHarmless(self) -> None:
+        limiter = RateLimiter(Clock(), {EventKind.FAILED: 300})
+        limiter.release(FAILED)
+        self.assertEqual(len(limiter), 0)
