@@ -30,6 +30,8 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 DEFAULT_STATE_DIR = "./state"
 DEFAULT_DEAD_LETTER_RETENTION = 7 * 86400.0
 DEFAULT_DEDUP_TTL = 10 * 60.0
+DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = 65507  # the largest UDP payload over IPv4
 METHODS = ("GET", "POST", "PUT")
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -123,6 +125,10 @@ class Config:
     deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
     #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.
     dedupTtl: float = DEFAULT_DEDUP_TTL
+    #: Bytes of kernel receive buffer asked for the UDP socket.
+    receiveBuffer: int = DEFAULT_RECEIVE_BUFFER
+    #: Larger datagrams are counted and dropped unread.
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
     #: Config sections present in the file that this daemon does not use.
     ignored: tuple[str, ...] = ()
 
@@ -319,6 +325,13 @@ class _Validator:
         )
         udpHost, udpPort = self.udp(butler.get("udpServerConfig", _MISSING))
         dedupTtl = self.dedup(butler.get("udpServerConfig"))
+        udpNode = butler.get("udpServerConfig") if isinstance(butler.get("udpServerConfig"), dict) else {}
+        receiveBuffer = self.number(
+            udpNode, "receiveBufferBytes", "Butler.udpServerConfig", DEFAULT_RECEIVE_BUFFER, 65536, 2**30
+        )
+        maxMessageSize = self.number(
+            udpNode, "maxMessageSize", "Butler.udpServerConfig", DEFAULT_MAX_MESSAGE_SIZE, 256, 65535
+        )
         enabled, routes, more_ignored = self.notifications(
             butler.get("webhookNotification", _MISSING), defaults
         )
@@ -333,6 +346,8 @@ class _Validator:
             stateDir=stateDir,
             deadLetterRetention=retention,
             dedupTtl=dedupTtl,
+            receiveBuffer=int(receiveBuffer),
+            maxMessageSize=int(maxMessageSize),
             ignored=tuple(ignored + more_ignored),
         )
 

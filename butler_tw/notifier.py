@@ -51,6 +51,10 @@ class Notifier:
     def datagram(self, data: bytes) -> None:
         """Handle one datagram from the log appender."""
         self._stats.incr("datagrams_received")
+        if len(data) > self._config.maxMessageSize:
+            self._stats.incr("datagrams_oversize")
+            self._reject(data, Rejected(f"larger than maxMessageSize ({self._config.maxMessageSize} bytes)"))
+            return
         result = parse(data)
         if isinstance(result, Parsed):
             self._stats.incr("alerts_parsed")

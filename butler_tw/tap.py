@@ -127,7 +127,7 @@ def makeService(options: Options) -> service.IService:
     notifierService.setServiceParent(top)
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
-        LogAppenderProtocol(notifier.datagram),
+        LogAppenderProtocol(notifier.datagram, receiveBuffer=config.receiveBuffer),
         interface=options.listenAddress,
         maxPacketSize=MAX_PACKET_SIZE,
     )

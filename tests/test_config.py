@@ -1131,3 +1131,18 @@ class YamlFileTests(ConfigTestCase):
         config = load_config(self.write(text))
         self.assertEqual(self.only_hook(config).description, "Larm f\u00f6r Malm\u00f6 \U0001f6a8")
         self.assertFalse(config.notificationsEnabled)
+
+
+class UdpHardeningTests(ConfigTestCase):
+    """Butler.udpServerConfig.receiveBufferBytes and maxMessageSize."""
+
+    def test_badValues(self) -> None:
+        doc = minimal()
+        doc["Butler"]["udpServerConfig"].update(receiveBufferBytes="8M", maxMessageSize=70000)
+        self.assertEqual(
+            self.problems(doc),
+            (
+                "Butler.udpServerConfig.receiveBufferBytes: expected a number, got a string",
+                "Butler.udpServerConfig.maxMessageSize: must be between 256 and 65535, got 70000",
+            ),
+        )

@@ -1,0 +1,106 @@
+"""Notifier: datagram -> size check -> parse -> dedup -> rate limit -> outbox -> dispatchers, on a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from butler_tw.alert import EventKind
+from butler_tw.config import parse_config
+from butler_tw.dedup import Deduplicator
+from butler_tw.notifier import Notifier
+from butler_tw.outbox import Delivery, MemoryOutbox
+from butler_tw.ratelimit import RateLimiter
+from butler_tw.stats import Stats
+from tests.daemon import sample_datagrams
+
+
+class FakeDispatcher:
+    def __init__(self) -> None:
+        self.submitted: list[Delivery] = []
+
+    def submit(self, delivery: Delivery) -> None:
+        self.submitted.append(delivery)
+
+
+def config(**udp: Any):  # type: ignore[no-untyped-def]
+    return parse_config(
+        {
+            "Butler": {
+                "udpServerConfig": {
+                    "enable": True,
+                    "serverHost": "127.0.0.1",
+                    "portTaskFailure": 9998,
+                    **udp,
+                },
+                "webhookNotification": {
+                    "enable": True,
+                    "reloadTaskFailure": {
+                        "rateLimit": 300,
+                        "webhooks": [{"webhookURL": "http://h/a", "httpMethod": "POST"}],
+                    },
+                },
+            }
+        }
+    )
+
+
+class NotifierTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.make()
+
+    def make(self, **udp: Any) -> None:
+        self.clock = Clock()
+        self.stats = Stats()
+        self.dispatcher = FakeDispatcher()
+        cfg = config(**udp)
+        limiter = RateLimiter(self.clock, {k: r.rateLimit for k, r in cfg.routes.items()})
+        self.notifier = Notifier(
+            cfg,
+            self.clock,
+            MemoryOutbox(),
+            {"reloadTaskFailure.webhooks[0]": self.dispatcher},  # type: ignore[dict-item]
+            limiter,
+            self.stats,
+            Deduplicator(self.clock, cfg.dedupTtl),
+        )
+
+    def test_firstSampleIsDelivered(self) -> None:
+        self.notifier.datagram(sample_datagrams()[0])
+        (delivery,) = self.dispatcher.submitted
+        self.assertEqual(delivery.alert.kind, EventKind.FAILED)
+        self.assertEqual(self.stats.get("alerts_accepted"), 1)
+
+    def test_duplicateDropped(self) -> None:
+        first = sample_datagrams()[0]
+        self.notifier.datagram(first)
+        self.notifier.datagram(first)
+        self.assertEqual(len(self.dispatcher.submitted), 1)
+        self.assertEqual(self.stats.get("alerts_duplicate"), 1)
+
+    def test_sameTaskRateLimited(self) -> None:
+        first = sample_datagrams()[0]
+        again = first.replace(
+            b"14a81bf5-f81c-4047-b1a1-193b0920de28", b"24a81bf5-f81c-4047-b1a1-193b0920de28"
+        )
+        self.notifier.datagram(first)
+        self.notifier.datagram(again)
+        self.assertEqual(self.stats.get("alerts_rate_limited"), 1)
+        self.clock.advance(300)
+        self.notifier.datagram(again.replace(b"24a81bf5", b"34a81bf5"))
+        self.assertEqual(len(self.dispatcher.submitted), 2)
+
+    def test_oversizeDropped(self) -> None:
+        """A datagram over maxMessageSize is counted and dropped before parsing."""
+        self.make(maxMessageSize=300)
+        self.notifier.datagram(sample_datagrams()[0] + b" " * 100)
+        self.assertEqual(self.dispatcher.submitted, [])
+        self.assertEqual((self.stats.get("datagrams_oversize"), self.stats.get("datagrams_rejected")), (1, 1))
+        self.notifier.datagram(sample_datagrams()[0])  # 279 bytes: fine
+        self.assertEqual(len(self.dispatcher.submitted), 1)
+
+    def test_defaultsAndReceiveBuffer(self) -> None:
+        self.assertEqual((config().maxMessageSize, config().receiveBuffer), (65507, 8 * 1024 * 1024))
+        self.assertEqual(config(receiveBufferBytes=33554432).receiveBuffer, 33554432)
