@@ -325,7 +325,8 @@ class _Validator:
         )
         udpHost, udpPort = self.udp(butler.get("udpServerConfig", _MISSING))
         dedupTtl = self.dedup(butler.get("udpServerConfig"))
-        udpNode = butler.get("udpServerConfig") if isinstance(butler.get("udpServerConfig"), dict) else {}
+        udpRaw = butler.get("udpServerConfig")
+        udpNode: dict[str, Any] = udpRaw if isinstance(udpRaw, dict) else {}
         receiveBuffer = self.number(
             udpNode, "receiveBufferBytes", "Butler.udpServerConfig", DEFAULT_RECEIVE_BUFFER, 65536, 2**30
         )
