@@ -338,6 +338,27 @@ class Daemon:
             self._killCall = self._reactor.callLater(timeout, self._kill)
         return within(self.ended(), timeout + KILL_TIMEOUT, "the daemon to exit after SIGTERM", self)
 
+    def stopCleanly(self) -> Deferred[Exit]:
+        """SIGTERM; fails unless the daemon stopped by itself, said so, and raised nothing."""
+
+        def check(exit: Exit) -> Exit:
+            problems = [
+                what
+                for what, bad in (
+                    ("needed SIGKILL", exit.killed),
+                    (f"no {STOPPED!r} line", STOPPED not in exit.output),
+                    ("an unhandled error", "Unhandled error" in exit.output),
+                    ("a traceback", "Traceback" in exit.output),
+                    ("a critical line", "#critical]" in exit.output),
+                )
+                if bad
+            ]
+            if problems:
+                raise AssertionError(f"unclean stop ({', '.join(problems)}):\n{exit.output}")
+            return exit
+
+        return self.stop().addCallback(check)
+
     def kill(self, timeout: float = KILL_TIMEOUT) -> Deferred[Exit]:
         """SIGKILL at once (a crash: no clean-up at all); fires with the :class:`Exit`."""
         if self._transport is None:

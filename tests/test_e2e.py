@@ -105,16 +105,6 @@ class EndToEndTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def stopCleanly(self, daemon: Daemon) -> Any:
-        """SIGTERM the daemon; assert that it stopped by itself and said so."""
-        exit: Exit = yield daemon.stop()
-        self.assertFalse(exit.killed, f"needed SIGKILL:\n{exit.output}")
-        self.assertIn(STOPPED, exit.output)
-        self.assertNotIn("Unhandled error", exit.output)
-        self.assertNotIn("#critical]", exit.output)
-        return exit
-
-    @inlineCallbacks
     def test_samplesRoutedToWebhooks(self) -> Any:
         """The 10 samples: each failure and abort to its block's webhooks, as the seed says; nothing else."""
         receiver = listen_http(self)
@@ -143,7 +133,7 @@ class EndToEndTests(TestCase):
 
         daemon.send(*samples)
         yield within(receiver.waitForRequests(14), DEADLINE, "14 deliveries", daemon)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         byPath: dict[str, list[Any]] = {}
         for r in receiver.requests:
@@ -207,7 +197,7 @@ class EndToEndTests(TestCase):
         daemon.send(sample_datagrams()[0])
         yield within(trusted.waitForRequests(1), DEADLINE, "the HTTPS delivery", daemon)
         yield daemon.waitForOutput("TLS: certificate verification failed", DEADLINE)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         self.assertEqual([r.body for r in trusted.requests], [SEED_JSON])
         self.assertEqual(untrusted.requests, [])
@@ -239,7 +229,7 @@ class EndToEndTests(TestCase):
         daemon.send(datagram("aborted", task, executions[5]))
         # The abort is sent last: once it is delivered, all six were handled.
         yield within(receiver.waitForRequests(3), DEADLINE, "3 deliveries", daemon)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         got = sorted((r.path, r.method) for r in receiver.requests)
         self.assertEqual(got, [("/a-post", "PUT"), ("/f-get", "GET"), ("/f-post", "POST")])
@@ -327,7 +317,7 @@ class EndToEndTests(TestCase):
         yield within(refused.waitForRequests(1), DEADLINE, "the refused delivery", daemon)
         yield daemon.waitForOutput("connection refused", DEADLINE)
         yield daemon.waitForOutput("HTTP 401", DEADLINE)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         # The URLs really were used, secrets and all.
         self.assertEqual(sorted(r.query.split("&")[0] for r in ok.requests), [f"token={TOKEN}"] * 2)
@@ -349,7 +339,7 @@ class EndToEndTests(TestCase):
         yield daemon.start()
         daemon.send(sample_datagrams()[0])
         yield within(receiver.waitForRequests(1), DEADLINE, "the request", daemon)
-        exit: Exit = yield self.stopCleanly(daemon)
+        exit: Exit = yield daemon.stopCleanly()
 
         # A clean SIGTERM: twistd re-raises the signal after shutting down.
         self.assertTrue(exit.signal == signal.SIGTERM or exit.exitCode == 0, (exit.signal, exit.exitCode))
@@ -379,7 +369,7 @@ class EndToEndTests(TestCase):
         daemon.send(*samples)
         # The last sample is a failure: once it is reported as not sent, all ten were handled.
         yield daemon.waitForOutput("(5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f) not sent", DEADLINE)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         self.assertEqual(receiver.requests, [])
         self.assertEqual(receiver.connections, 0)

@@ -24,9 +24,7 @@ from twisted.trial.unittest import TestCase
 
 from butler_tw.cli import main as butler_tw
 from tests.daemon import (
-    STOPPED,
     Daemon,
-    Exit,
     deliveries_by_state,
     make_config,
     query_outbox,
@@ -89,16 +87,6 @@ def cli(*argv: str) -> tuple[int, str]:
 class FaultTests(TestCase):
     timeout = 60
 
-    @inlineCallbacks
-    def stopCleanly(self, daemon: Daemon) -> Any:
-        """SIGTERM the daemon; assert that it stopped by itself and said so."""
-        exit: Exit = yield daemon.stop()
-        self.assertFalse(exit.killed, f"needed SIGKILL:\n{exit.output}")
-        self.assertIn(STOPPED, exit.output)
-        self.assertNotIn("Unhandled error", exit.output)
-        self.assertNotIn("Traceback", exit.output)
-        return exit
-
     def outboxIs(self, daemon: Daemon, expected: dict[str, int], what: str) -> Any:
         """Wait until the outbox holds ``expected`` pending/dead deliveries."""
         return until(lambda: deliveries_by_state(daemon.outboxPath) == expected, DEADLINE, what, daemon)
@@ -137,7 +125,7 @@ class FaultTests(TestCase):
         receiver = listen_http(self, port=port)
         yield within(receiver.waitForRequests(20), DEADLINE, "20 deliveries", daemon)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         got = Counter((r.path, execution_of(r)) for r in receiver.requests)
         expected = Counter((path, e) for _, e in alerts for path in ("/post", "/get"))
@@ -158,7 +146,7 @@ class FaultTests(TestCase):
         yield within(post.waitForRequests(2), DEADLINE, "2 POST attempts", daemon)
         yield within(get.waitForRequests(2), DEADLINE, "2 GET attempts", daemon)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         for receiver in (post, get):
             first, second = receiver.requests  # exactly two
@@ -203,7 +191,7 @@ class FaultTests(TestCase):
         status, text = cli("deliveries", "--config", daemon.configPath, "--state", "pending")
         self.assertEqual((status, text.splitlines()[1:]), (0, ["(no pending deliveries)"]))
 
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
         self.assertEqual(len(receiver.requests), 1)
         counts = counters(exit.output)
         self.assertEqual(counts.get("attempts_started"), 1)
@@ -221,7 +209,7 @@ class FaultTests(TestCase):
         self.assertGreaterEqual(gap, 0.95, daemon.output)
         self.assertLess(gap, 10, daemon.output)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
         self.assertEqual(len(receiver.requests), 2)
         self.assertEqual(first.header("webhook-id"), second.header("webhook-id"))
         self.assertIn("HTTP 429", exit.output)
@@ -241,7 +229,7 @@ class FaultTests(TestCase):
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
         # The hung connection was given up by the client, not left open.
         yield until(lambda: receiver.openConnections <= 1, DEADLINE, "the hung connection to close", daemon)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
         self.assertIn("timed out after 1 s", exit.output)
         self.assertEqual(len(receiver.requests), 2)
         counts = counters(exit.output)
@@ -259,7 +247,7 @@ class FaultTests(TestCase):
         daemon.send(*(datagram("failed", task, execution) for task, execution in alerts))
         yield within(receiver.waitForRequests(8), DEADLINE, "8 attempts", daemon)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
-        yield self.stopCleanly(daemon)
+        yield daemon.stopCleanly()
 
         attempts: dict[tuple[str, str], list[RecordedRequest]] = {}
         for r in receiver.requests:
@@ -295,7 +283,7 @@ class FaultTests(TestCase):
         # The daemon polls for replays every 2 s.
         yield within(receiver.waitForRequests(2), 8, "the replayed delivery", daemon)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         first, second = receiver.requests
         self.assertEqual(second.header("webhook-id"), alertId)
@@ -319,7 +307,7 @@ class FaultTests(TestCase):
         yield within(receiver.waitForRequests(2), DEADLINE, "2 deliveries", daemon)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
         yield sleep(0.5)
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         self.assertEqual(
             sorted(execution_of(r) for r in receiver.requests), sorted([execution, marker[1]]), exit.output
@@ -364,7 +352,7 @@ class FaultTests(TestCase):
         daemon.send(datagram("aborted", abortedTask[0], str(uuid.uuid4()), taskName="Reload Nothing Reached"))
         yield within(rejected.waitForRequests(2), DEADLINE, "the next abort of the task", daemon)
         yield self.outboxIs(daemon, {"pending": 0, "dead": 5}, "five dead letters")
-        exit = yield self.stopCleanly(daemon)
+        exit = yield daemon.stopCleanly()
 
         self.assertEqual((len(notFound.requests), len(ok.requests), len(rejected.requests)), (1, 1, 2))
         self.assertNotIn("rate limited", exit.output)
