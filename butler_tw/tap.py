@@ -85,6 +85,7 @@ def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
     config = options.config
+    log_startup(config)
     stats = Stats()
     outbox: IOutbox
     if options["in-memory-outbox"]:
@@ -112,7 +113,6 @@ def makeService(options: Options) -> service.IService:
     for dispatcher in dispatchers.values():
         dispatcher.onFinal = notifier.delivery_finished
 
-    log_startup(config)
     top = service.MultiService()
     notifierService = NotifierService(
         reactor,
