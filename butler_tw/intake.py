@@ -16,7 +16,7 @@ RECEIVE_BUFFER = 8 * 1024 * 1024
 
 
 class LogAppenderProtocol(DatagramProtocol):
-    """Hands every datagram to ``onDatagram``; never lets an error escape.
+    """Hands every datagram, with its source address, to ``onDatagram``; never lets an error escape.
 
     An exception escaping ``datagramReceived`` would be logged by Twisted
     without context and the next datagram would still come; catching it here
@@ -25,7 +25,7 @@ class LogAppenderProtocol(DatagramProtocol):
 
     noisy = False  # our own start-up line says more than Twisted's
 
-    def __init__(self, onDatagram: Callable[[bytes], None], receiveBuffer: int = RECEIVE_BUFFER) -> None:
+    def __init__(self, onDatagram: Callable[[bytes, str], None], receiveBuffer: int = RECEIVE_BUFFER) -> None:
         self._onDatagram = onDatagram
         self._receiveBuffer = receiveBuffer
 
@@ -63,8 +63,8 @@ class LogAppenderProtocol(DatagramProtocol):
                 bytes=self._receiveBuffer,
             )
 
-    def datagramReceived(self, datagram: bytes, addr: object) -> None:
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         try:
-            self._onDatagram(datagram)
+            self._onDatagram(datagram, addr[0])
         except Exception:
             log.failure("Error handling a datagram of {size} bytes", size=len(datagram))

@@ -46,14 +46,15 @@ class Notifier:
         self._dispatchers = dispatchers
         self._limiter = limiter
         self._stats = stats
-        self._rejectLog = LogThrottle(clock)
+        self._rejectLog = LogThrottle(clock, self._summariseRejects)
 
-    def datagram(self, data: bytes) -> None:
-        """Handle one datagram from the log appender."""
+    def datagram(self, data: bytes, source: str = "unknown") -> None:
+        """Handle one datagram from the log appender, sent from address ``source``."""
         self._stats.incr("datagrams_received")
         if len(data) > self._config.maxMessageSize:
             self._stats.incr("datagrams_oversize")
-            self._reject(data, Rejected(f"larger than maxMessageSize ({self._config.maxMessageSize} bytes)"))
+            reason = f"larger than maxMessageSize ({self._config.maxMessageSize} bytes)"
+            self._reject(data, source, Rejected(reason, "oversize"))
             return
         result = parse(data)
         if isinstance(result, Parsed):
@@ -70,20 +71,37 @@ class Notifier:
         elif isinstance(result, Ignored):
             self._stats.incr(f"datagrams_{result.value}")
         else:
-            self._reject(data, result)
+            self._reject(data, source, result)
 
-    def _reject(self, data: bytes, result: Rejected) -> None:
+    def _reject(self, data: bytes, source: str, result: Rejected) -> None:
         self._stats.incr("datagrams_rejected")
-        if self._rejectLog.allow():
-            more = self._rejectLog.take_suppressed()
+        if self._rejectLog.allow((result.kind, source)):
             log.warn(
-                "Dropped a datagram of {size} bytes (sha256 {digest}): {reason}"
-                + (" ({more} more dropped since the last such line)" if more else ""),
+                "Dropped a datagram of {size} bytes from {source} (sha256 {digest}): {reason}. "
+                "More like it from there are counted and summarised once per {period:g} s",
                 size=len(data),
+                source=source,
                 digest=fingerprint(data),
                 reason=result.reason,
-                more=more,
+                period=self._rejectLog.period,
             )
+
+    def _summariseRejects(self, swallowed: dict[tuple[str, str], int]) -> None:
+        top = sorted(swallowed.items(), key=lambda kv: -kv[1])
+        details = ", ".join(f"{n} {kind} from {source}" for (kind, source), n in top[:10])
+        if len(top) > 10:
+            rest = sum(n for _, n in top[10:])
+            details += f", and {rest} more from {len(top) - 10} other (problem, source) pairs"
+        log.warn(
+            "Dropped {total} more datagrams in the last {period:g} s: {details}",
+            total=sum(swallowed.values()),
+            period=self._rejectLog.period,
+            details=details,
+        )
+
+    def stop(self) -> None:
+        """On shutdown: summarise what the log throttle swallowed, cancel its timer."""
+        self._rejectLog.stop()
 
     def alert(self, alert: Alert) -> None:
         """Rate-limit ``alert``, then hand it to the outbox and the dispatchers."""

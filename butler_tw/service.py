@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 from twisted.application.service import Service
@@ -42,6 +42,7 @@ class NotifierService(Service):
         dedup: Deduplicator | None = None,
         replayPoll: float = 2.0,
         pruneEvery: float = 300.0,
+        onStop: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._outbox = outbox
@@ -52,6 +53,7 @@ class NotifierService(Service):
         self._grace = grace
         self._dedup = dedup
         self._retryResume: Any = None
+        self._onStop = onStop
         self._loops = [
             (LoopingCall(self._pickUpReplays), replayPoll),
             (LoopingCall(self._outbox.prune), pruneEvery),
@@ -137,6 +139,8 @@ class NotifierService(Service):
                 loop.stop()
         if self._retryResume is not None and self._retryResume.active():
             self._retryResume.cancel()
+        if self._onStop is not None:
+            self._onStop()
         self._limiter.stop()
         stops = [d.stop() for d in self._dispatchers.values()]
         inFlight = sum(d.inFlight for d in self._dispatchers.values())

@@ -123,6 +123,7 @@ def makeService(options: Options) -> service.IService:
         stats,
         config.shutdownGrace,
         dedup,  # type: ignore[arg-type]
+        onStop=notifier.stop,
     )
     notifierService.setServiceParent(top)
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]

@@ -66,9 +66,14 @@ class Parsed:
 
 @attrs.frozen
 class Rejected:
-    """A datagram that cannot be an alert, and why (safe to log)."""
+    """A datagram that cannot be an alert, and why (safe to log).
+
+    :ivar kind: a short, fixed name for the problem, for counting and for
+        throttling its log lines (``reason`` varies with the input).
+    """
 
     reason: str
+    kind: str = attrs.field(default="invalid", eq=False)
 
 
 ParseResult = Union[Parsed, Ignored, Rejected]
@@ -106,21 +111,21 @@ def parse(data: bytes) -> ParseResult:
     """Turn one datagram into an alert, an ignorable message, or a rejection."""
     text = decode(data).rstrip("\r\n\x00")
     if not text.strip():
-        return Rejected("empty datagram")
+        return Rejected("empty datagram", "empty")
     parts = text.split(";")
     kind = classify(parts[0])
     if kind is None:
-        return Rejected(f"unknown type token {clean(parts[0])[:60]!r}")
+        return Rejected(f"unknown type token {clean(parts[0])[:60]!r}", "unknown-token")
     if isinstance(kind, Ignored):
         return kind
     if len(parts) < 11:
-        return Rejected(f"too few fields ({len(parts)}, expected 11)")
+        return Rejected(f"too few fields ({len(parts)}, expected 11)", "too-few-fields")
     anchor = _find_anchor(parts)
     if anchor is None:
         if not _GUID.fullmatch(parts[5]):
-            return Rejected("taskId is not a GUID")
+            return Rejected("taskId is not a GUID", "bad-task-id")
         if len(parts) != 11:
-            return Rejected("cannot find taskId, appId, timestamp, level and executionId")
+            return Rejected("cannot find taskId, appId, timestamp, level and executionId", "unparseable")
         anchor = 5  # shapes are off (a custom date format?), but the count is exact
     return _build(kind, parts, anchor)
 

@@ -35,10 +35,12 @@ class IntakeTests(TestCase):
 
     def receive(self, n: int) -> tuple[list[bytes], Deferred[list[bytes]]]:
         got: list[bytes] = []
+        self.sources: list[str] = []
         done: Deferred[list[bytes]] = Deferred()
 
-        def onDatagram(data: bytes) -> None:
+        def onDatagram(data: bytes, source: str) -> None:
             got.append(data)
+            self.sources.append(source)
             if len(got) == n and not done.called:
                 done.callback(got)
 
@@ -57,7 +59,7 @@ class IntakeTests(TestCase):
         port = self.listen("127.0.0.1", self.onDatagram)
         self.send(socket.AF_INET, "127.0.0.1", port, b"hello")
         yield done
-        self.assertEqual(got, [b"hello"])
+        self.assertEqual((got, self.sources), ([b"hello"], ["127.0.0.1"]))
 
     @inlineCallbacks
     def test_dualStack(self) -> Any:
@@ -70,6 +72,7 @@ class IntakeTests(TestCase):
         self.send(socket.AF_INET, "127.0.0.1", port, b"four")
         yield done
         self.assertEqual(sorted(got), [b"four", b"six"])
+        self.assertEqual(sorted(self.sources), ["::1", "::ffff:127.0.0.1"])
 
     @inlineCallbacks
     def test_bigDatagramNotTruncated(self) -> Any:
@@ -87,7 +90,7 @@ class IntakeTests(TestCase):
         got: list[bytes] = []
         done: Deferred[None] = Deferred()
 
-        def onDatagram(data: bytes) -> None:
+        def onDatagram(data: bytes, source: str) -> None:
             if data == b"boom":
                 raise ValueError("boom")
             got.append(data)
@@ -103,7 +106,7 @@ class IntakeTests(TestCase):
 
     def test_receiveBufferRaised(self) -> None:
         """The socket asks for a large receive buffer (bursts wait in the kernel)."""
-        port = reactor.listenUDP(0, LogAppenderProtocol(lambda d: None), interface="127.0.0.1")
+        port = reactor.listenUDP(0, LogAppenderProtocol(lambda d, s: None), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         size = port.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         # Without CAP_NET_ADMIN the kernel caps the request at net.core.rmem_max
@@ -119,7 +122,7 @@ class IntakeTests(TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         huge = 2**30  # more than any rmem_max grants
         port = reactor.listenUDP(
-            0, LogAppenderProtocol(lambda d: None, receiveBuffer=huge), interface="127.0.0.1"
+            0, LogAppenderProtocol(lambda d, s: None, receiveBuffer=huge), interface="127.0.0.1"
         )
         self.addCleanup(port.stopListening)
         warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]

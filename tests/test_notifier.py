@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from butler_tw.alert import EventKind
@@ -104,3 +105,44 @@ class NotifierTests(SynchronousTestCase):
     def test_defaultsAndReceiveBuffer(self) -> None:
         self.assertEqual((config().maxMessageSize, config().receiveBuffer), (65507, 8 * 1024 * 1024))
         self.assertEqual(config(receiveBufferBytes=33554432).receiveBuffer, 33554432)
+
+
+class RejectLogTests(SynchronousTestCase):
+    """Bad input is logged once per (problem, source) per minute, then summarised by a timer."""
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.clock = Clock()
+        self.stats = Stats()
+        cfg = config()
+        self.notifier = Notifier(
+            cfg, self.clock, MemoryOutbox(), {}, RateLimiter(self.clock, {}), self.stats
+        )
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "butler_tw.notifier"]
+
+    def test_floodIsThrottledPerSource(self) -> None:
+        for _ in range(1000):
+            self.notifier.datagram(b"garbage", "10.0.0.1")
+        self.notifier.datagram(b"", "10.0.0.1")
+        self.notifier.datagram(b"garbage", "10.0.0.2")
+        lines = self.lines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn("from 10.0.0.1", lines[0])
+        self.assertIn("unknown type token 'garbage'", lines[0])
+        self.assertIn("empty datagram", lines[1])
+        self.assertIn("from 10.0.0.2", lines[2])
+        self.assertEqual(self.stats.get("datagrams_rejected"), 1002)
+        self.clock.advance(60)
+        (summary,) = self.lines()[3:]
+        self.assertIn("Dropped 999 more datagrams in the last 60 s: 999 unknown-token from 10.0.0.1", summary)
+
+    def test_stopSummarises(self) -> None:
+        self.notifier.datagram(b"x", "h")
+        self.notifier.datagram(b"x", "h")
+        self.notifier.stop()
+        self.assertIn("Dropped 1 more datagrams", self.lines()[-1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -8,7 +8,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from butler_tw.alert import Alert, EventKind
 from butler_tw.ratelimit import RateLimiter
-from butler_tw.throttle import LogThrottle
 
 TASK_A = "dec2a02a-1680-44ef-8dc2-e2bfb180af87"
 TASK_B = "3c9d1f4e-7b2a-4e51-9f0d-5a6b8c7d2e10"
@@ -152,55 +151,6 @@ class RateLimiterTests(SynchronousTestCase):
     def test_otherFieldsIrrelevant(self) -> None:
         self.assertTrue(self.limiter.allow(alert()))
         self.assertFalse(self.limiter.allow(attrs.evolve(alert(), hostName="other", taskName="renamed")))
-
-
-class LogThrottleTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.throttle = LogThrottle(self.clock, burst=3, period=60.0)
-
-    def test_burst(self) -> None:
-        self.assertEqual([self.throttle.allow() for _ in range(5)], [True, True, True, False, False])
-        self.assertEqual(self.throttle.suppressed, 2)
-
-    def test_takeSuppressed(self) -> None:
-        for _ in range(7):
-            self.throttle.allow()
-        self.assertEqual(self.throttle.take_suppressed(), 4)
-        self.assertEqual(self.throttle.take_suppressed(), 0)
-        self.assertEqual(self.throttle.suppressed, 0)
-
-    def test_newPeriod(self) -> None:
-        for _ in range(4):
-            self.throttle.allow()
-        self.clock.advance(59.9)
-        self.assertFalse(self.throttle.allow())
-        self.clock.advance(0.1)
-        self.assertEqual([self.throttle.allow() for _ in range(4)], [True, True, True, False])
-        # Not reset by a new period: 1 + 1 from the first, 1 from this one, until taken.
-        self.assertEqual(self.throttle.suppressed, 3)
-
-    def test_periodStartsAtFirstLine(self) -> None:
-        """A period starts with the first line after the last one ended, not on a fixed grid."""
-        self.clock.advance(1000)
-        self.assertTrue(self.throttle.allow())
-        self.clock.advance(50)
-        self.assertTrue(self.throttle.allow())
-        self.assertTrue(self.throttle.allow())
-        self.assertFalse(self.throttle.allow())
-        self.clock.advance(10)
-        self.assertTrue(self.throttle.allow())
-
-    def test_defaults(self) -> None:
-        throttle = LogThrottle(self.clock)
-        self.assertEqual(sum(throttle.allow() for _ in range(15)), 10)
-        self.assertEqual(throttle.suppressed, 5)
-        self.clock.advance(60)
-        self.assertTrue(throttle.allow())
-
-    def test_noTimers(self) -> None:
-        self.throttle.allow()
-        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 FAILED = alert()
