@@ -34,6 +34,18 @@ SCENARIOS = [
     ("burst 2000", ["throughput", "--n", "2000", "--rate", "0"], 1, "memory"),
     ("steady 200/s, 15 s", ["throughput", "--n", "3000", "--rate", "200"], 3, "sqlite"),
     ("steady 200/s, 15 s", ["throughput", "--n", "3000", "--rate", "200"], 3, "memory"),
+    (
+        "steady 500/s, 10 s",
+        ["throughput", "--n", "5000", "--rate", "500", "--max-wait-s", "120"],
+        3,
+        "sqlite",
+    ),
+    (
+        "steady 500/s, 10 s",
+        ["throughput", "--n", "5000", "--rate", "500", "--max-wait-s", "120"],
+        3,
+        "memory",
+    ),
     ("burst 10000", ["throughput", "--n", "10000", "--rate", "0", "--max-wait-s", "300"], 3, "sqlite"),
     (
         "receiver answers in 2 s, 300 at 100/s",
