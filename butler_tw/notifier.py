@@ -104,45 +104,34 @@ class Notifier:
         self._rejectLog.stop()
 
     def alert(self, alert: Alert) -> None:
-        """Rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
+        """De-duplicate and rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
         route = self._config.routes[alert.kind]
         if self._dedup.seen(alert):
-            self._stats.incr("alerts_duplicate")
-            log.info(
-                "{event}: task {taskName!r} ({taskId}) dropped: execution {executionId} was already received",
-                event=alert.event,
-                taskName=alert.taskName,
-                taskId=alert.taskId,
+            self._drop(
+                alert,
+                "alerts_duplicate",
+                "dropped: execution {executionId} was already received",
                 executionId=alert.executionId,
             )
             return
         if not self._config.notificationsEnabled:
-            self._stats.incr("alerts_not_sent_disabled")
-            log.info(
-                "{event}: task {taskName!r} ({taskId}) not sent: Butler.webhookNotification.enable is false",
-                event=alert.event,
-                taskName=alert.taskName,
-                taskId=alert.taskId,
+            self._drop(
+                alert, "alerts_not_sent_disabled", "not sent: Butler.webhookNotification.enable is false"
             )
             return
         if not route.webhooks:
-            self._stats.incr("alerts_no_webhooks")
-            log.info(
-                "{event}: task {taskName!r} ({taskId}) not sent: no webhooks in {block}",
-                event=alert.event,
-                taskName=alert.taskName,
-                taskId=alert.taskId,
+            self._drop(
+                alert,
+                "alerts_no_webhooks",
+                "not sent: no webhooks in {block}",
                 block=f"Butler.webhookNotification.{alert.kind.value}.webhooks",
             )
             return
         if not self._limiter.allow(alert):
-            self._stats.incr("alerts_rate_limited")
-            log.info(
-                "{event}: task {taskName!r} ({taskId}) rate limited: "
-                "one alert per {window:g} s per task, next possible in {left:.0f} s",
-                event=alert.event,
-                taskName=alert.taskName,
-                taskId=alert.taskId,
+            self._drop(
+                alert,
+                "alerts_rate_limited",
+                "rate limited: one alert per {window:g} s per task, next possible in {left:.0f} s",
                 window=route.rateLimit,
                 left=self._limiter.remaining(alert),
             )
@@ -153,6 +142,17 @@ class Notifier:
         d.addCallback(self._dispatch)
         d.addErrback(
             lambda f: log.failure("Could not store the alert for task {taskId}", f, taskId=alert.taskId)
+        )
+
+    def _drop(self, alert: Alert, counter: str, why: str, **fields: object) -> None:
+        """Count an alert that goes no further, and say why at info (one line each)."""
+        self._stats.incr(counter)
+        log.info(
+            "{event}: task {taskName!r} ({taskId}) " + why,
+            event=alert.event,
+            taskName=alert.taskName,
+            taskId=alert.taskId,
+            **fields,
         )
 
     def _dispatch(self, deliveries: list[Delivery]) -> None:
