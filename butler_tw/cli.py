@@ -295,11 +295,7 @@ def describe_config(path: str, config: Config, address: str) -> str:
         f"shutdown        calls in flight get {_duration(config.shutdownGrace)} on SIGTERM",
         f"webhook calls   {'enabled' if config.notificationsEnabled else 'DISABLED'}",
     ]
-    warnings = []
-    if not config.notificationsEnabled:
-        warnings.append(
-            "Butler.webhookNotification.enable is false: alerts are received and counted, but nothing is sent"
-        )
+    warnings = config.warnings()
     for kind, route in config.routes.items():
         limit = (
             f"rate limit: at most one alert per task per {_duration(route.rateLimit)}"
@@ -318,11 +314,6 @@ def describe_config(path: str, config: Config, address: str) -> str:
                 f"    timeout {_duration(w.timeout)}, concurrency {w.concurrency}",
                 f"    attempts at {schedule} after the alert; given up after {_duration(w.retry.maxAge)}",
             ]
-            if w.tls.mode is TrustMode.NO_VERIFY and w.url.lower().startswith("https:"):
-                warnings.append(
-                    f"{w.key} ({w.name}): the server certificate is NOT verified: anyone on the network "
-                    "path can read and change these alerts"
-                )
     lines += ["", "ignored sections: " + (", ".join(config.ignored) if config.ignored else "none")]
     lines += [f"WARNING: {text}" for text in warnings]
     return "\n".join(lines) + "\n"

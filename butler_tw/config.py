@@ -136,6 +136,22 @@ class Config:
     def webhooks(self) -> tuple[Webhook, ...]:
         return tuple(w for r in self.routes.values() for w in r.webhooks)
 
+    def warnings(self) -> list[str]:
+        """What is valid but an admin must know: shown at start-up and by ``check-config``."""
+        found = []
+        if not self.notificationsEnabled:
+            found.append(
+                "Butler.webhookNotification.enable is false: "
+                "alerts are received and counted, but nothing is sent"
+            )
+        for w in self.webhooks:
+            if w.tls.mode is TrustMode.NO_VERIFY and w.url.lower().startswith("https:"):
+                found.append(
+                    f"{w.key} ({w.name}) has cert.rejectUnauthorized: false: its server certificate is NOT "
+                    "verified, so anyone on the network path can read and change these alerts"
+                )
+        return found
+
 
 # --------------------------------------------------------------------------
 # YAML

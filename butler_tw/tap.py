@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from butler_tw import __version__
-from butler_tw.config import Config, ConfigError, TrustMode, load_config
+from butler_tw.config import Config, ConfigError, load_config
 from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
 from butler_tw.http import WebhookClient
@@ -144,10 +144,8 @@ def log_startup(config: Config) -> None:
             "Ignoring config sections this daemon does not use: {sections}",
             sections=", ".join(config.ignored),
         )
-    if not config.notificationsEnabled:
-        log.warn(
-            "Butler.webhookNotification.enable is false: alerts are received and counted, but nothing is sent"
-        )
+    for warning in config.warnings():
+        log.warn("{warning}", warning=warning)
     for kind, route in config.routes.items():
         limit = (
             f"at most one alert per task per {route.rateLimit:g} s"
@@ -165,10 +163,3 @@ def log_startup(config: Config) -> None:
                 tls=w.tls.mode.value if w.url.lower().startswith("https:") else "none (http)",
                 timeout=w.timeout,
             )
-            if w.tls.mode is TrustMode.NO_VERIFY:
-                log.warn(
-                    "Webhook {name} ({key}) has cert.rejectUnauthorized: false: its server certificate "
-                    "is NOT verified, so anyone on the network path can read and change these alerts",
-                    name=w.name,
-                    key=w.key,
-                )

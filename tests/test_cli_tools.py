@@ -207,8 +207,8 @@ class CheckConfigTests(SynchronousTestCase):
             lines,
         )
         self.assertIn(
-            "WARNING: reloadTaskFailure.webhooks[0] (Insecure): the server certificate is NOT verified:"
-            " anyone on the network path can read and change these alerts",
+            "WARNING: reloadTaskFailure.webhooks[0] (Insecure) has cert.rejectUnauthorized: false: its server"
+            " certificate is NOT verified, so anyone on the network path can read and change these alerts",
             lines,
         )
         self.assertIn("  (none: alerts of this kind are received and counted only)", lines)

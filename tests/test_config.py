@@ -1146,3 +1146,19 @@ class UdpHardeningTests(ConfigTestCase):
                 "Butler.udpServerConfig.maxMessageSize: must be between 256 and 65535, got 70000",
             ),
         )
+
+
+class WarningsTests(ConfigTestCase):
+    """Config.warnings: valid settings an admin must know about."""
+
+    def test_none(self) -> None:
+        self.assertEqual(parse_config(with_hooks(hook())).warnings(), [])
+
+    def test_disabledAndUnverified(self) -> None:
+        ca = self.write(trustme.CA().cert_pem.bytes().decode())
+        doc = with_hooks(hook(cert={"enable": True, "rejectUnauthorized": False, "certCA": ca}))
+        doc["Butler"]["webhookNotification"]["enable"] = False
+        warnings = parse_config(doc).warnings()
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("Butler.webhookNotification.enable is false", warnings[0])
+        self.assertIn("reloadTaskFailure.webhooks[0] (receiver) has cert.rejectUnauthorized: false", warnings[1])
