@@ -198,7 +198,11 @@ class SqliteOutbox:
         d: Deferred[Any] | None = Deferred() if wait else None
         self._queued.append((op, d, read))
         if not self._committing:
-            self._flush()
+            # Commit at the end of this reactor turn, not now: what one datagram
+            # causes (its dedup key, its rate-limit window, the alert itself)
+            # then lands in one transaction, never a window without its alert.
+            self._committing = True
+            self._retryCall = self._reactor.callLater(0, self._flush)
         return d
 
     def _flush(self) -> None:

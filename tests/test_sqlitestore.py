@@ -85,6 +85,13 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"}), {})
 
     @inlineCallbacks
+    def test_oneDatagramOneTransaction(self):  # type: ignore[no-untyped-def]
+        """A rate-limit window and its alert are committed together, never the window alone."""
+        self.outbox.remember("windows", EventKind.FAILED, ALERT.taskId, 2000.0)
+        yield self.outbox.add(ALERT, ["a"], 1000.0)
+        self.assertEqual(self.outbox.commits, 1)
+
+    @inlineCallbacks
     def test_groupCommit(self):  # type: ignore[no-untyped-def]
         """Many adds submitted together share a few transactions, not one each."""
         yield gatherResults([self.outbox.add(alert(i), ["a", "b", "c"], 1000.0) for i in range(500)])
