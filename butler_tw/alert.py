@@ -87,10 +87,6 @@ class Alert:
         """The 11 payload fields as ``(name, value)`` pairs, in seed order."""
         return [(name, getattr(self, name)) for name in FIELD_ORDER]
 
-    def describe(self) -> str:
-        """A short, log-safe description: task name and id."""
-        return f"{self.taskName!r} ({self.taskId})"
-
 
 def fingerprint(data: bytes) -> str:
     """A short digest of raw bytes, for log lines about input we reject."""

@@ -22,10 +22,6 @@ class Stats:
     def get(self, name: str, webhook: str = "") -> int:
         return self._counts[(name, webhook)]
 
-    def total(self, name: str) -> int:
-        """The counter summed over every webhook."""
-        return sum(n for (k, _), n in self._counts.items() if k == name)
-
     def snapshot(self) -> dict[str, int]:
         """All counters summed over webhooks, sorted by name."""
         out: Counter[str] = Counter()
