@@ -22,6 +22,7 @@ from hyperlink import EncodedURL
 
 from butler_tw.alert import EventKind
 from butler_tw.retry import RetryPolicy
+from butler_tw.sources import Network, parse_entry
 
 DEFAULT_RATE_LIMIT = 300.0
 DEFAULT_TIMEOUT = 10.0
@@ -32,6 +33,12 @@ DEFAULT_DEAD_LETTER_RETENTION = 7 * 86400.0
 DEFAULT_DEDUP_TTL = 10 * 60.0
 DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_SIZE = 65507  # the largest UDP payload over IPv4
+DEFAULT_SOURCE_RATE_LIMIT = 600  # datagrams per minute per source, when rateLimit.enable is true
+DEFAULT_MAX_BUFFERED_ALERTS = 20000
+MIN_MAX_BUFFERED_ALERTS = 1000
+DEFAULT_BACKPRESSURE_THRESHOLD = 0.8
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 METHODS = ("GET", "POST", "PUT")
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -129,8 +136,26 @@ class Config:
     receiveBuffer: int = DEFAULT_RECEIVE_BUFFER
     #: Larger datagrams are counted and dropped unread.
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Only datagrams from ``allowedSources`` are read (``enableSourceValidation``).
+    sourceValidation: bool = False
+    #: Addresses, CIDR ranges (as networks) and host names (as strings).
+    allowedSources: tuple[Network | str, ...] = ()
+    #: Datagrams per minute accepted from each source address; 0 = no limit.
+    sourceRateLimit: int = 0
+    #: Alerts held in memory while the outbox catches up; beyond, new ones are shed.
+    maxBufferedAlerts: int = DEFAULT_MAX_BUFFERED_ALERTS
+    #: Fraction of ``maxBufferedAlerts`` at which a warning says the store is falling behind.
+    backpressureThreshold: float = DEFAULT_BACKPRESSURE_THRESHOLD
+    #: Twisted endpoint description for /metrics, /health, /deliveries; None = off.
+    httpListen: str | None = None
+    #: "text" or "json" (one JSON object per line).
+    logFormat: str = "text"
+    #: The lowest level logged: debug, info, warn, error or critical.
+    logLevel: str = "info"
     #: Config sections present in the file that this daemon does not use.
     ignored: tuple[str, ...] = ()
+    #: Settings accepted but changed or not used, each said at start-up.
+    notes: tuple[str, ...] = ()
 
     @property
     def webhooks(self) -> tuple[Webhook, ...]:
@@ -138,7 +163,7 @@ class Config:
 
     def warnings(self) -> list[str]:
         """What is valid but an admin must know: shown at start-up and by ``check-config``."""
-        found = []
+        found = list(self.notes)
         if not self.notificationsEnabled:
             found.append(
                 "Butler.webhookNotification.enable is false: "
@@ -251,6 +276,8 @@ class _Validator:
     def __init__(self, reader: Callable[[str], bytes]) -> None:
         self.reader = reader
         self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.defaultConcurrency = DEFAULT_CONCURRENCY
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -323,7 +350,11 @@ class _Validator:
         ignored = [f"Butler.{k}" for k in butler if k not in ("udpServerConfig", "webhookNotification")]
         ignored += [f"{k}" for k in top if k not in ("Butler", "butlerWebhook")]
         ours = self.mapping(top.get("butlerWebhook", _MISSING), "butlerWebhook") or {}
-        self.unknown_keys(ours, "butlerWebhook", ("shutdownGracePeriod", "stateDir", "delivery"))
+        self.unknown_keys(
+            ours, "butlerWebhook", ("shutdownGracePeriod", "stateDir", "delivery", "http", "log")
+        )
+        httpListen = self.http(ours.get("http", _MISSING))
+        logFormat, logLevel = self.log(ours.get("log", _MISSING))
         grace = self.number(ours, "shutdownGracePeriod", "butlerWebhook", DEFAULT_SHUTDOWN_GRACE, 0, 600)
         stateDir = self.string(ours, "stateDir", "butlerWebhook", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR
         delivery = self.mapping(ours.get("delivery", _MISSING), "butlerWebhook.delivery") or {}
@@ -349,6 +380,9 @@ class _Validator:
         maxMessageSize = self.number(
             udpNode, "maxMessageSize", "Butler.udpServerConfig", DEFAULT_MAX_MESSAGE_SIZE, 256, 65535
         )
+        sourceValidation, allowedSources = self.sources(udpNode)
+        sourceRateLimit = self.source_rate_limit(udpNode)
+        maxBuffered, threshold = self.message_queue(udpNode)
         enabled, routes, more_ignored = self.notifications(
             butler.get("webhookNotification", _MISSING), defaults
         )
@@ -365,8 +399,134 @@ class _Validator:
             dedupTtl=dedupTtl,
             receiveBuffer=int(receiveBuffer),
             maxMessageSize=int(maxMessageSize),
+            sourceValidation=sourceValidation,
+            allowedSources=allowedSources,
+            sourceRateLimit=sourceRateLimit,
+            maxBufferedAlerts=maxBuffered,
+            backpressureThreshold=threshold,
+            httpListen=httpListen,
+            logFormat=logFormat,
+            logLevel=logLevel,
             ignored=tuple(ignored + more_ignored),
+            notes=tuple(self.notes),
         )
+
+    def http(self, raw: Any) -> str | None:
+        path = "butlerWebhook.http"
+        node = self.mapping(raw, path)
+        if node is None:
+            return None
+        self.unknown_keys(node, path, ("listen",))
+        listen = node.get("listen")
+        if listen is None or listen == "":
+            return None
+        if not isinstance(listen, str):
+            self.problem(
+                f"{path}.listen",
+                f"expected a Twisted endpoint description such as 'tcp:9090:interface=127.0.0.1', "
+                f"got {_kind_of(listen)}",
+            )
+            return None
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        try:
+            serverFromString(reactor, listen)
+        except (ValueError, TypeError, KeyError) as e:
+            self.problem(
+                f"{path}.listen",
+                f"not a valid endpoint description ({e}); e.g. 'tcp:9090:interface=127.0.0.1'",
+            )
+            return None
+        return listen
+
+    def log(self, raw: Any) -> tuple[str, str]:
+        path = "butlerWebhook.log"
+        node = self.mapping(raw, path)
+        if node is None:
+            return "text", "info"
+        self.unknown_keys(node, path, ("format", "level"))
+        fmt = (self.string(node, "format", path, "text") or "text").lower()
+        if fmt not in LOG_FORMATS:
+            self.problem(f"{path}.format", f"must be text or json, got {fmt[:20]!r}")
+            fmt = "text"
+        level = (self.string(node, "level", path, "info") or "info").lower()
+        level = {"warning": "warn", "verbose": "debug", "silly": "debug"}.get(level, level)
+        if level not in LOG_LEVELS:
+            self.problem(f"{path}.level", f"must be one of {', '.join(LOG_LEVELS)}, got {level[:20]!r}")
+            level = "info"
+        return fmt, level
+
+    def sources(self, udp: dict[str, Any]) -> tuple[bool, tuple[Network | str, ...]]:
+        """``enableSourceValidation`` and ``allowedSources``; fails closed where Butler fails open."""
+        path = "Butler.udpServerConfig"
+        enabled = bool(self.boolean(udp, "enableSourceValidation", path, default=False))
+        raw = udp.get("allowedSources")
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            self.problem(f"{path}.allowedSources", f"expected a list, got {_kind_of(raw)}")
+            return enabled, ()
+        entries: list[Network | str] = []
+        for i, item in enumerate(raw):
+            where = f"{path}.allowedSources[{i}]"
+            if not isinstance(item, str):
+                if isinstance(item, int) and not isinstance(item, bool):
+                    item = str(item)
+                else:
+                    self.problem(where, f"expected an address, CIDR range or host name, got {_kind_of(item)}")
+                    continue
+            try:
+                entries.append(parse_entry(item))
+            except ValueError as e:
+                self.problem(where, str(e))
+        if enabled and not raw:
+            self.problem(
+                f"{path}.allowedSources",
+                "is empty while enableSourceValidation is true: every datagram would be refused "
+                "(Butler would silently accept them all). List the Qlik Sense servers' addresses, "
+                "CIDR ranges or host names, or set enableSourceValidation: false",
+            )
+        return enabled, tuple(entries)
+
+    def source_rate_limit(self, udp: dict[str, Any]) -> int:
+        path = "Butler.udpServerConfig.rateLimit"
+        node = self.mapping(udp.get("rateLimit", _MISSING), path)
+        if node is None or not self.boolean(node, "enable", path, default=False):
+            return 0
+        n = self.number(node, "maxMessagesPerMinute", path, DEFAULT_SOURCE_RATE_LIMIT, 1, 10**7)
+        return int(n)
+
+    def message_queue(self, udp: dict[str, Any]) -> tuple[int, float]:
+        """Butler's ``messageQueue``, mapped onto this pipeline (see the README).
+
+        ``maxSize``: alerts held in memory while the outbox catches up;
+        ``maxConcurrent``: the default per-webhook concurrency;
+        ``backpressureThreshold``: when to warn that the store falls behind;
+        ``enable``: accepted (the queue is always on, as in Butler).
+        """
+        path = "Butler.udpServerConfig.messageQueue"
+        node = self.mapping(udp.get("messageQueue", _MISSING), path)
+        if node is None:
+            return DEFAULT_MAX_BUFFERED_ALERTS, DEFAULT_BACKPRESSURE_THRESHOLD
+        self.boolean(node, "enable", path, default=True)
+        concurrent = self.number(node, "maxConcurrent", path, DEFAULT_CONCURRENCY, 1, 256)
+        if concurrent != int(concurrent):
+            self.problem(f"{path}.maxConcurrent", "must be a whole number")
+        self.defaultConcurrency = int(concurrent)
+        size = int(self.number(node, "maxSize", path, DEFAULT_MAX_BUFFERED_ALERTS, 1, 10**7))
+        if size < MIN_MAX_BUFFERED_ALERTS:
+            self.notes.append(
+                f"{path}.maxSize is {size}: raised to {MIN_MAX_BUFFERED_ALERTS}. It bounds the alerts held "
+                "in memory while the outbox catches up, and a burst of failures fills a smaller one even "
+                "when all is well (Butler drops alerts at its default of 200; butler-tw does not)"
+            )
+            size = MIN_MAX_BUFFERED_ALERTS
+        threshold = self.number(
+            node, "backpressureThreshold", path, DEFAULT_BACKPRESSURE_THRESHOLD * 100, 0.01, 100
+        )
+        # Butler's docs give a percentage (80), its code a fraction (0.8): take either.
+        return size, threshold / 100 if threshold > 1 else threshold
 
     def udp(self, raw: Any) -> tuple[str | None, int]:
         path = "Butler.udpServerConfig"
@@ -457,7 +617,7 @@ class _Validator:
             self.problem(f"{path}.httpMethod", f"must be GET, POST or PUT (any case), got {method[:20]!r}")
         tls = self.tls(node.get("cert", _MISSING), f"{path}.cert", url)
         timeout = self.number(node, "timeout", path, DEFAULT_TIMEOUT, 0.1, 600)
-        concurrency = self.number(node, "concurrency", path, DEFAULT_CONCURRENCY, 1, 256)
+        concurrency = self.number(node, "concurrency", path, self.defaultConcurrency, 1, 256)
         if concurrency != int(concurrency):
             self.problem(f"{path}.concurrency", "must be a whole number")
         retry = self.retry_policy(node, path, retry)

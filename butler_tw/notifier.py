@@ -7,15 +7,16 @@ from typing import Mapping
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from butler_tw.alert import Alert, fingerprint
+from butler_tw.alert import Alert
 from butler_tw.config import Config
 from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
+from butler_tw.gate import Gate
 from butler_tw.outbox import Delivery, IOutbox, State
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
-from butler_tw.throttle import LogThrottle
-from butler_tw.wireformat import Ignored, Parsed, Rejected, parse
+from butler_tw.throttle import OVERFLOW, LogThrottle
+from butler_tw.wireformat import Ignored, Parsed, parse
 
 log = Logger(namespace="butler_tw.notifier")
 
@@ -36,6 +37,7 @@ class Notifier:
         limiter: RateLimiter,
         stats: Stats,
         dedup: Deduplicator | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._config = config
         self._dedup = dedup if dedup is not None else Deduplicator(clock, 0)
@@ -46,15 +48,16 @@ class Notifier:
         self._dispatchers = dispatchers
         self._limiter = limiter
         self._stats = stats
-        self._rejectLog = LogThrottle(clock, self._summariseRejects)
+        self._gate = gate if gate is not None else Gate(clock, stats, config.maxMessageSize)
+        # Alerts handed to the outbox and not yet stored: bounded by maxBufferedAlerts.
+        self._unstored = 0
+        self._dropLog = LogThrottle(clock, self._summariseDrops, maxKeys=100)
+        self._storeLog = LogThrottle(clock, self._summariseSheds)
 
     def datagram(self, data: bytes, source: str = "unknown") -> None:
         """Handle one datagram from the log appender, sent from address ``source``."""
         self._stats.incr("datagrams_received")
-        if len(data) > self._config.maxMessageSize:
-            self._stats.incr("datagrams_oversize")
-            reason = f"larger than maxMessageSize ({self._config.maxMessageSize} bytes)"
-            self._reject(data, source, Rejected(reason, "oversize"))
+        if not self._gate.admit(data, source):
             return
         result = parse(data)
         if isinstance(result, Parsed):
@@ -71,41 +74,20 @@ class Notifier:
         elif isinstance(result, Ignored):
             self._stats.incr(f"datagrams_{result.value}")
         else:
-            self._reject(data, source, result)
-
-    def _reject(self, data: bytes, source: str, result: Rejected) -> None:
-        self._stats.incr("datagrams_rejected")
-        if self._rejectLog.allow((result.kind, source)):
-            log.warn(
-                "Dropped a datagram of {size} bytes from {source} (sha256 {digest}): {reason}. "
-                "More like it from there are counted and summarised once per {period:g} s",
-                size=len(data),
-                source=source,
-                digest=fingerprint(data),
-                reason=result.reason,
-                period=self._rejectLog.period,
-            )
-
-    def _summariseRejects(self, swallowed: dict[tuple[str, str], int]) -> None:
-        top = sorted(swallowed.items(), key=lambda kv: -kv[1])
-        details = ", ".join(f"{n} {kind} from {source}" for (kind, source), n in top[:10])
-        if len(top) > 10:
-            rest = sum(n for _, n in top[10:])
-            details += f", and {rest} more from {len(top) - 10} other (problem, source) pairs"
-        log.warn(
-            "Dropped {total} more datagrams in the last {period:g} s: {details}",
-            total=sum(swallowed.values()),
-            period=self._rejectLog.period,
-            details=details,
-        )
+            self._gate.reject(data, source, result)
 
     def stop(self) -> None:
-        """On shutdown: summarise what the log throttle swallowed, cancel its timer."""
-        self._rejectLog.stop()
+        """On shutdown: summarise what the log throttles swallowed, cancel their timers."""
+        self._gate.stop()
+        self._dropLog.stop()
+        self._storeLog.stop()
 
     def alert(self, alert: Alert) -> None:
         """De-duplicate and rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
         route = self._config.routes[alert.kind]
+        if self._unstored >= self._config.maxBufferedAlerts:
+            self._shed(alert)
+            return
         if self._dedup.seen(alert):
             self._drop(
                 alert,
@@ -138,21 +120,86 @@ class Notifier:
             return
         self._stats.incr("alerts_accepted")
         keys = [w.key for w in route.webhooks]
+        self._unstored += 1
+        if self._unstored == int(self._config.maxBufferedAlerts * self._config.backpressureThreshold):
+            if self._storeLog.allow("backpressure"):
+                log.warn(
+                    "The outbox is falling behind: {n} alerts wait in memory to be stored "
+                    "({pct:.0f} % of messageQueue.maxSize {max}); beyond that, new alerts are shed",
+                    n=self._unstored,
+                    pct=100 * self._config.backpressureThreshold,
+                    max=self._config.maxBufferedAlerts,
+                )
         d = self._outbox.add(alert, keys, self._clock.seconds())
+        d.addBoth(self._stored)
         d.addCallback(self._dispatch)
         d.addErrback(
             lambda f: log.failure("Could not store the alert for task {taskId}", f, taskId=alert.taskId)
         )
 
+    def _stored(self, result: object) -> object:
+        self._unstored -= 1
+        return result
+
+    @property
+    def unstored(self) -> int:
+        """Alerts handed to the outbox and not yet stored."""
+        return self._unstored
+
+    def _shed(self, alert: Alert) -> None:
+        self._stats.incr("alerts_shed")
+        if self._storeLog.allow("shed"):
+            log.error(
+                "{event}: task {taskName!r} ({taskId}) SHED: {n} alerts already wait in memory for the "
+                "outbox (messageQueue.maxSize). Is the disk under {what} full or hung? Further sheds are "
+                "counted (alerts_shed) and summarised once per {period:g} s",
+                event=alert.event,
+                taskName=alert.taskName,
+                taskId=alert.taskId,
+                n=self._unstored,
+                what="butlerWebhook.stateDir",
+                period=self._storeLog.period,
+            )
+
+    def _summariseSheds(self, swallowed: dict[str, int]) -> None:
+        if swallowed.get("shed"):
+            log.error(
+                "Shed {n} more alerts in the last {period:g} s: the outbox could not keep up",
+                n=swallowed["shed"],
+                period=self._storeLog.period,
+            )
+
     def _drop(self, alert: Alert, counter: str, why: str, **fields: object) -> None:
-        """Count an alert that goes no further, and say why at info (one line each)."""
+        """Count an alert that goes no further, and say why at info.
+
+        One line per task and reason per minute (at most 100 such lines);
+        a timer summarises the rest, so a storm of one task cannot flood the log.
+        """
         self._stats.incr(counter)
+        if not self._dropLog.allow((counter, alert.taskId.lower())):
+            return
         log.info(
             "{event}: task {taskName!r} ({taskId}) " + why,
             event=alert.event,
             taskName=alert.taskName,
             taskId=alert.taskId,
             **fields,
+        )
+
+    def _summariseDrops(self, swallowed: dict[tuple[str, str], int]) -> None:
+        byReason: dict[str, list[int]] = {}
+        for (counter, _), n in swallowed.items():
+            entry = byReason.setdefault(
+                counter if counter != OVERFLOW[0] else "alerts_for_other_tasks", [0, 0]
+            )
+            entry[0] += n
+            entry[1] += 1
+        details = ", ".join(
+            f"{n} {counter.removeprefix('alerts_').replace('_', ' ')} ({tasks} task(s))"
+            for counter, (n, tasks) in sorted(byReason.items())
+        )
+        log.info(
+            "Also not sent in the last {period:g} s: {details}", period=self._dropLog.period, details=details
         )
 
     def _dispatch(self, deliveries: list[Delivery]) -> None:

@@ -12,6 +12,7 @@ import socket
 import sys
 
 from twisted.application import internet, service
+from twisted.internet import threads
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 from twisted.python import usage
@@ -20,6 +21,7 @@ from butler_tw import __version__
 from butler_tw.config import Config, ConfigError, load_config
 from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
+from butler_tw.gate import Gate
 from butler_tw.http import WebhookClient
 from butler_tw.intake import LogAppenderProtocol
 from butler_tw.notifier import Notifier
@@ -27,6 +29,8 @@ from butler_tw.outbox import IOutbox, MemoryOutbox
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.redact import redact_url
 from butler_tw.service import NotifierService
+from butler_tw.sourcelimit import SourceRateLimit
+from butler_tw.sources import RESOLVE_EVERY, SourceFilter, resolve_blocking
 from butler_tw.sqlitestore import SqliteOutbox, StoreError, connect, db_path
 from butler_tw.stats import Stats
 
@@ -51,6 +55,7 @@ class Options(usage.Options):
     ]
 
     config: Config
+    sources: SourceFilter | None = None
 
     def postOptions(self) -> None:
         if not self["config"]:
@@ -60,6 +65,7 @@ class Options(usage.Options):
             self.listenAddress = resolve_listen_host(config.udpHost)
             if not self["in-memory-outbox"]:
                 connect(config.stateDir).close()  # a corrupt or unwritable outbox stops us here
+            self.sources = allowed_sources(config)
         except (ConfigError, StoreError) as e:
             # twistd prints the whole usage text for a UsageError; an admin
             # wants just the problems, on stderr, and a non-zero exit.
@@ -79,6 +85,36 @@ def resolve_listen_host(host: str) -> str:
             "config", [f"Butler.udpServerConfig.serverHost: cannot resolve {host!r}: {e.strerror}"]
         ) from None
     return str(info[0][4][0])
+
+
+def allowed_sources(config: Config) -> SourceFilter | None:
+    """The allow-list with its host names resolved, or None when validation is off.
+
+    Fails closed: validation on with no address usable (every name failed to
+    resolve) is a start-up error, where Butler would quietly accept everyone.
+    """
+    if not config.sourceValidation:
+        return None
+    sources = SourceFilter.from_entries(config.allowedSources)
+    failed = sources.resolve_now()
+    if not sources.usable():
+        reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failed.items()))
+        raise ConfigError(
+            "config",
+            [
+                "Butler.udpServerConfig.allowedSources: no entry is usable, so every datagram would be "
+                f"refused ({reasons}). Fix the names or list addresses"
+            ],
+        )
+    for name, why in sorted(failed.items()):
+        log.warn(
+            "Allowed source {name} does not resolve ({why}): datagrams from it are refused until it does "
+            "(tried again every {every:g} s)",
+            name=name,
+            why=why,
+            every=RESOLVE_EVERY,
+        )
+    return sources
 
 
 def makeService(options: Options) -> service.IService:
@@ -109,7 +145,10 @@ def makeService(options: Options) -> service.IService:
         config.dedupTtl,
         onRemember=lambda kind, execution, expiresAt: outbox.remember("dedup", kind, execution, expiresAt),
     )
-    notifier = Notifier(config, reactor, outbox, dispatchers, limiter, stats, dedup)  # type: ignore[arg-type]
+    sources: SourceFilter | None = getattr(options, "sources", None)
+    perSource = SourceRateLimit(reactor, config.sourceRateLimit) if config.sourceRateLimit else None  # type: ignore[arg-type]
+    gate = Gate(reactor, stats, config.maxMessageSize, sources, perSource)  # type: ignore[arg-type]
+    notifier = Notifier(config, reactor, outbox, dispatchers, limiter, stats, dedup, gate)  # type: ignore[arg-type]
     for dispatcher in dispatchers.values():
         dispatcher.onFinal = notifier.delivery_finished
 
@@ -133,6 +172,19 @@ def makeService(options: Options) -> service.IService:
         maxPacketSize=MAX_PACKET_SIZE,
     )
     udp.setServiceParent(top)
+    reactor.callWhenRunning(  # type: ignore[attr-defined]
+        log.info,
+        "butler-tw is running: {n} webhook(s), UDP {host}:{port}",
+        n=len(config.webhooks),
+        host=options.listenAddress,
+        port=config.udpPort,
+    )
+    if sources is not None and sources.names:
+        refresh = internet.TimerService(  # type: ignore[no-untyped-call]
+            RESOLVE_EVERY,
+            lambda: sources.refresh(lambda name: threads.deferToThread(resolve_blocking, name)),
+        )
+        refresh.setServiceParent(top)
     return top
 
 
@@ -146,6 +198,13 @@ def log_startup(config: Config) -> None:
         )
     for warning in config.warnings():
         log.warn("{warning}", warning=warning)
+    if config.sourceValidation:
+        log.info(
+            "Reading datagrams only from: {sources}",
+            sources=", ".join(str(s) for s in config.allowedSources),
+        )
+    if config.sourceRateLimit:
+        log.info("At most {n} datagrams per minute from each source address", n=config.sourceRateLimit)
     for kind, route in config.routes.items():
         limit = (
             f"at most one alert per task per {route.rateLimit:g} s"

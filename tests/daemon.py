@@ -53,6 +53,8 @@ HOST = "127.0.0.1"
 
 #: What the daemon logs once its UDP port is open.
 LISTENING = "Listening for Qlik Sense log-appender datagrams"
+#: What the daemon logs once the reactor runs (signal handlers installed: SIGTERM is a clean stop).
+READY = "butler-tw is running"
 #: What the daemon logs as the last thing its service does on a clean stop.
 STOPPED = "Stopped. Counters"
 
@@ -205,9 +207,11 @@ class Daemon:
             self.udpPort = free_udp_port()
             doc = _deepcopy(config)
             butler = doc.setdefault("Butler", {})
-            butler.setdefault(
-                "udpServerConfig", {"enable": True, "serverHost": HOST, "portTaskFailure": self.udpPort}
-            )
+            # Keys the test gives (hardening settings, say) are kept; the rest are filled in.
+            udp = butler.setdefault("udpServerConfig", {})
+            udp.setdefault("enable", True)
+            udp.setdefault("serverHost", HOST)
+            self.udpPort = udp.setdefault("portTaskFailure", self.udpPort)
             # The daemon's default (./state in its working directory), made
             # absolute so that `butler-tw` run by the test finds it too.
             ours = doc.get("butlerWebhook")
@@ -301,9 +305,13 @@ class Daemon:
         self._transport.closeStdin()
 
     def start(self, timeout: float = START_TIMEOUT) -> Deferred[str]:
-        """Spawn and wait for the "Listening" line; fires with the output so far."""
+        """Spawn and wait for the "running" line; fires with the output so far.
+
+        Not the "Listening" line: twistd binds the port before the reactor
+        runs, and a SIGTERM before then kills the process uncleanly.
+        """
         self.spawn()
-        return self.waitForOutput(LISTENING, timeout)
+        return self.waitForOutput(READY, timeout)
 
     def run(self, timeout: float = START_TIMEOUT) -> Deferred[Exit]:
         """Spawn and wait for the process to exit on its own (e.g. a config error)."""

@@ -572,7 +572,7 @@ class RetryPolicyConfigTests(ConfigTestCase):
         self.assertEqual(
             self.problems(doc),
             (
-                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, delivery)",
+                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, delivery, http, log)",
                 "butlerWebhook.delivery.retries: unknown key (known keys: retrySchedule, maxAge, deadLetterRetention)",
                 "butlerWebhook.delivery.retrySchedule: must be in increasing order",
                 "butlerWebhook.delivery.maxAge: must be between 1 and 2592000, got 0",
@@ -1148,6 +1148,144 @@ class UdpHardeningTests(ConfigTestCase):
         )
 
 
+class IntakeHardeningKeyTests(ConfigTestCase):
+    """Butler's allowedSources, rateLimit and messageQueue keys, and ours under butlerWebhook."""
+
+    def udp(self, **keys: Any) -> dict[str, Any]:
+        doc = with_hooks(hook())
+        doc["Butler"]["udpServerConfig"].update(keys)
+        return doc
+
+    def test_defaults(self) -> None:
+        c = parse_config(self.udp())
+        self.assertEqual(
+            (c.sourceValidation, c.allowedSources, c.sourceRateLimit, c.maxBufferedAlerts),
+            (False, (), 0, 20000),
+        )
+        self.assertEqual(
+            (c.backpressureThreshold, c.httpListen, c.logFormat, c.logLevel), (0.8, None, "text", "info")
+        )
+        self.assertEqual(self.only_hook(c).concurrency, 4)
+
+    def test_allowedSources(self) -> None:
+        c = parse_config(
+            self.udp(
+                enableSourceValidation=True,
+                allowedSources=[
+                    "192.168.1.100",
+                    "10.0.0.0/8",
+                    "fe80::1",
+                    "2001:db8::/32",
+                    "Sense-01.LAB.local.",
+                ],
+            )
+        )
+        self.assertTrue(c.sourceValidation)
+        self.assertEqual(
+            [str(e) for e in c.allowedSources],
+            ["192.168.1.100/32", "10.0.0.0/8", "fe80::1/128", "2001:db8::/32", "sense-01.lab.local"],
+        )
+
+    def test_badSourcesNamed(self) -> None:
+        problems = self.problems(
+            self.udp(
+                enableSourceValidation=True, allowedSources=["300.1.1.1", "10.0.0.0/33", "bad host", None]
+            )
+        )
+        self.assertEqual(
+            problems,
+            (
+                "Butler.udpServerConfig.allowedSources[0]: '300.1.1.1' is not a valid IP address or CIDR range",
+                "Butler.udpServerConfig.allowedSources[1]: '10.0.0.0/33' is not a valid IP address or CIDR range",
+                "Butler.udpServerConfig.allowedSources[2]: 'bad host' is neither an IP address, a CIDR range "
+                "nor a host name",
+                "Butler.udpServerConfig.allowedSources[3]: expected an address, CIDR range or host name, "
+                "got nothing (null)",
+            ),
+        )
+
+    def test_emptyListFailsClosed(self) -> None:
+        """Butler turns validation off when the list is empty; we refuse to start."""
+        (problem,) = self.problems(self.udp(enableSourceValidation=True, allowedSources=[]))
+        self.assertTrue(problem.startswith("Butler.udpServerConfig.allowedSources: is empty while"), problem)
+        (problem,) = self.problems(self.udp(enableSourceValidation=True))
+        self.assertIn("every datagram would be refused", problem)
+
+    def test_listWithoutValidationIsKeptButOff(self) -> None:
+        c = parse_config(self.udp(allowedSources=["10.0.0.1"]))
+        self.assertFalse(c.sourceValidation)
+
+    def test_perSourceRateLimit(self) -> None:
+        self.assertEqual(
+            parse_config(self.udp(rateLimit={"enable": False, "maxMessagesPerMinute": 5})).sourceRateLimit, 0
+        )
+        self.assertEqual(
+            parse_config(self.udp(rateLimit={"enable": True, "maxMessagesPerMinute": 5})).sourceRateLimit, 5
+        )
+        self.assertEqual(parse_config(self.udp(rateLimit={"enable": True})).sourceRateLimit, 600)
+        self.assertEqual(
+            self.problems(self.udp(rateLimit={"enable": True, "maxMessagesPerMinute": 0})),
+            ("Butler.udpServerConfig.rateLimit.maxMessagesPerMinute: must be between 1 and 10000000, got 0",),
+        )
+
+    def test_messageQueueMapping(self) -> None:
+        c = parse_config(
+            self.udp(
+                messageQueue={
+                    "enable": True,
+                    "maxConcurrent": 7,
+                    "maxSize": 5000,
+                    "backpressureThreshold": 0.5,
+                }
+            )
+        )
+        self.assertEqual((c.maxBufferedAlerts, c.backpressureThreshold), (5000, 0.5))
+        self.assertEqual(self.only_hook(c).concurrency, 7)  # the default for webhooks without their own
+        self.assertEqual(
+            parse_config(self.udp(messageQueue={"backpressureThreshold": 80})).backpressureThreshold, 0.8
+        )
+        self.assertEqual(c.warnings(), [])
+
+    def test_smallMaxSizeRaisedWithNote(self) -> None:
+        c = parse_config(self.udp(messageQueue={"maxSize": 200}))
+        self.assertEqual(c.maxBufferedAlerts, 1000)
+        (note,) = c.warnings()
+        self.assertIn("Butler.udpServerConfig.messageQueue.maxSize is 200: raised to 1000", note)
+
+    def test_webhookConcurrencyWins(self) -> None:
+        doc = with_hooks(hook(concurrency=2))
+        doc["Butler"]["udpServerConfig"]["messageQueue"] = {"maxConcurrent": 9}
+        self.assertEqual(self.only_hook(parse_config(doc)).concurrency, 2)
+
+    def test_httpAndLog(self) -> None:
+        doc = with_hooks(hook())
+        doc["butlerWebhook"] = {
+            "http": {"listen": "tcp:9090:interface=127.0.0.1"},
+            "log": {"format": "JSON", "level": "warning"},
+        }
+        c = parse_config(doc)
+        self.assertEqual(
+            (c.httpListen, c.logFormat, c.logLevel), ("tcp:9090:interface=127.0.0.1", "json", "warn")
+        )
+
+    def test_badHttpAndLog(self) -> None:
+        doc = with_hooks(hook())
+        doc["butlerWebhook"] = {
+            "http": {"listen": "carrier-pigeon:9090"},
+            "log": {"format": "xml", "level": "loud"},
+        }
+        problems = self.problems(doc)
+        self.assertEqual(len(problems), 3, problems)
+        self.assertTrue(
+            problems[0].startswith("butlerWebhook.http.listen: not a valid endpoint description"), problems
+        )
+        self.assertEqual(problems[1], "butlerWebhook.log.format: must be text or json, got 'xml'")
+        self.assertEqual(
+            problems[2],
+            "butlerWebhook.log.level: must be one of debug, info, warn, error, critical, got 'loud'",
+        )
+
+
 class WarningsTests(ConfigTestCase):
     """Config.warnings: valid settings an admin must know about."""
 
@@ -1161,4 +1299,6 @@ class WarningsTests(ConfigTestCase):
         warnings = parse_config(doc).warnings()
         self.assertEqual(len(warnings), 2, warnings)
         self.assertIn("Butler.webhookNotification.enable is false", warnings[0])
-        self.assertIn("reloadTaskFailure.webhooks[0] (receiver) has cert.rejectUnauthorized: false", warnings[1])
+        self.assertIn(
+            "reloadTaskFailure.webhooks[0] (receiver) has cert.rejectUnauthorized: false", warnings[1]
+        )

@@ -241,7 +241,9 @@ class EndToEndTests(TestCase):
         self.assertEqual(counts.get("datagrams_received"), 6)
         self.assertEqual(counts.get("alerts_rate_limited"), 4)
         self.assertEqual(counts.get("alerts_accepted"), 2)
-        self.assertEqual(exit.output.count("rate limited"), 4)
+        # One line for the task, then the other three are summarised (a storm cannot flood the log).
+        self.assertEqual(exit.output.count("rate limited: one alert per 300 s per task"), 1)
+        self.assertIn("Also not sent in the last 60 s: 3 rate limited (1 task(s))", exit.output)
 
     @inlineCallbacks
     def test_configErrors(self) -> Any:
@@ -291,6 +293,61 @@ class EndToEndTests(TestCase):
         self.assertIn("Butler.udpServerConfig.enable", exit.stderr)
         self.assertIn("UDP", exit.stderr)
         self.assertNotIn(LISTENING, exit.output)
+
+    @inlineCallbacks
+    def test_allowedSources(self) -> Any:
+        """Only listed sources are read: by name (localhost), not by a range that excludes loopback."""
+        receiver = listen_http(self)
+        for allowed, delivered in ((["10.0.0.0/8", "2001:db8::/32"], 0), (["localhost"], 1)):
+            config = make_config(failure=[webhook(receiver.url("/hook"), "POST")])
+            config["Butler"]["udpServerConfig"] = {
+                "enableSourceValidation": True,
+                "allowedSources": allowed,
+            }
+            daemon = Daemon(self, config)
+            yield daemon.start()
+            daemon.send(sample_datagrams()[0])
+            if delivered:
+                yield within(receiver.waitForRequests(1), DEADLINE, "the allowed alert", daemon)
+            exit = yield daemon.stopCleanly()
+            counts = counters(exit.output)
+            self.assertEqual(counts.get("alerts_accepted", 0), delivered, exit.output)
+            self.assertEqual(counts.get("datagrams_source_refused", 0), 1 - delivered, exit.output)
+            if not delivered:
+                self.assertIn("from 127.0.0.1", exit.output)
+                self.assertIn("not in allowedSources", exit.output)
+        self.assertEqual(len(receiver.requests), 1)
+
+    @inlineCallbacks
+    def test_allowedSourcesFailClosed(self) -> Any:
+        """Validation on and no entry usable: refuse to start (Butler would accept everyone)."""
+        config = make_config()
+        config["Butler"]["udpServerConfig"] = {
+            "enableSourceValidation": True,
+            "allowedSources": ["no-such-host.invalid"],
+        }
+        exit: Exit = yield Daemon(self, config).run(DEADLINE)
+        self.assertEqual(exit.exitCode, 2, exit.output)
+        self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", exit.stderr)
+        self.assertNotIn(LISTENING, exit.output)
+
+    @inlineCallbacks
+    def test_perSourceRateLimit(self) -> Any:
+        """rateLimit.maxMessagesPerMinute: the sixth datagram from one address in a minute is dropped."""
+        receiver = listen_http(self)
+        config = make_config(failure=[webhook(receiver.url("/hook"), "POST")], rateLimit=0)
+        config["Butler"]["udpServerConfig"] = {"rateLimit": {"enable": True, "maxMessagesPerMinute": 5}}
+        daemon = Daemon(self, config)
+        yield daemon.start()
+        task = "5f0e8a2b-9c1d-4e3f-b7a6-0d2c4e6f8a1b"
+        daemon.send(*(datagram("failed", task, f"d2e4f6a8-0b1c-4d3e-9f5a-7b8c0d2e4f6{n}") for n in range(7)))
+        yield within(receiver.waitForRequests(5), DEADLINE, "5 deliveries", daemon)
+        exit = yield daemon.stopCleanly()
+        counts = counters(exit.output)
+        self.assertEqual(counts.get("datagrams_source_rate_limited"), 2, exit.output)
+        self.assertEqual(counts.get("alerts_accepted"), 5)
+        self.assertEqual(len(receiver.requests), 5)
+        self.assertEqual(exit.output.count("more than rateLimit.maxMessagesPerMinute (5)"), 1)
 
     @inlineCallbacks
     def test_noSecretsLogged(self) -> Any:

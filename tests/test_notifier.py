@@ -122,7 +122,7 @@ class RejectLogTests(SynchronousTestCase):
         )
 
     def lines(self) -> list[str]:
-        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "butler_tw.notifier"]
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "butler_tw.gate"]
 
     def test_floodIsThrottledPerSource(self) -> None:
         for _ in range(1000):

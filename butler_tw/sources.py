@@ -1,0 +1,149 @@
+"""Which source addresses may send datagrams: ``Butler.udpServerConfig.allowedSources``.
+
+An entry is an IPv4 or IPv6 address, a CIDR range, or a host name. Names are
+resolved at start-up and again every few minutes (off the reactor thread);
+a name that stops resolving keeps its last known addresses, so a DNS hiccup
+neither opens nor closes the gate. The decision itself is pure and cheap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Any, Callable, Iterable, Mapping, Union
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+log = Logger(namespace="butler_tw.sources")
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+#: How often host names in the allow-list are resolved again.
+RESOLVE_EVERY = 300.0
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def parse_entry(entry: str) -> Network | str:
+    """An address or CIDR range as a network, or a host name (lower case).
+
+    :raises ValueError: with a message fit for a config error.
+    """
+    text = entry.strip()
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pass
+    if "/" in text or ":" in text or re.fullmatch(r"[\d.]+", text):
+        raise ValueError(f"{text[:60]!r} is not a valid IP address or CIDR range")
+    if len(text) > 253 or not _HOSTNAME.fullmatch(text):
+        raise ValueError(f"{text[:60]!r} is neither an IP address, a CIDR range nor a host name")
+    return text.lower().rstrip(".")
+
+
+def source_address(text: str) -> Address | None:
+    """The address a datagram came from; IPv4-mapped IPv6 addresses as IPv4."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def resolve_blocking(name: str) -> list[str]:
+    """Every address ``name`` resolves to (IPv4 and IPv6). Blocks: call off the reactor."""
+    infos = socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+@attrs.define
+class SourceFilter:
+    """Decides whether a datagram's source address may send.
+
+    :param networks: the literal addresses and CIDR ranges.
+    :param names: host name -> the addresses it resolved to last.
+    """
+
+    networks: tuple[Network, ...]
+    names: dict[str, frozenset[Address]] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[Network | str]) -> SourceFilter:
+        entries = list(entries)
+        networks = tuple(e for e in entries if not isinstance(e, str))
+        names = {e: frozenset[Address]() for e in entries if isinstance(e, str)}
+        return cls(networks, names)
+
+    def allows(self, source: str) -> bool:
+        address = source_address(source)
+        if address is None:
+            return False
+        if any(address in network for network in self.networks):
+            return True
+        return any(address in addresses for addresses in self.names.values())
+
+    def usable(self) -> bool:
+        """Whether anything at all may send (fail closed: nothing usable refuses to start)."""
+        return bool(self.networks) or any(self.names.values())
+
+    def unresolved(self) -> list[str]:
+        return sorted(name for name, addresses in self.names.items() if not addresses)
+
+    def update(self, resolved: Mapping[str, Iterable[str]]) -> None:
+        """Take fresh resolutions; names missing from ``resolved`` keep their last addresses."""
+        for name, texts in resolved.items():
+            if name not in self.names:
+                continue
+            addresses = frozenset(a for a in (source_address(t) for t in texts) if a is not None)
+            if not addresses:
+                continue
+            if addresses != self.names[name]:
+                if self.names[name]:
+                    log.info(
+                        "Allowed source {name} now resolves to {addresses}",
+                        name=name,
+                        addresses=", ".join(sorted(map(str, addresses))),
+                    )
+                self.names[name] = addresses
+
+    def resolve_now(self, resolve: Callable[[str], list[str]] = resolve_blocking) -> dict[str, str]:
+        """Resolve every name, blocking (at start-up, before the reactor runs).
+
+        :returns: name -> why it did not resolve, for the names that did not.
+        """
+        failed: dict[str, str] = {}
+        resolved: dict[str, list[str]] = {}
+        for name in self.names:
+            try:
+                resolved[name] = resolve(name)
+            except OSError as e:
+                failed[name] = e.strerror or str(e)
+        self.update(resolved)
+        return failed
+
+    def refresh(self, resolve: Callable[[str], Deferred[list[str]]]) -> Deferred[None]:
+        """Resolve every name again; failures keep the old addresses and are logged."""
+        names = list(self.names)
+
+        def done(results: list[tuple[bool, Any]]) -> None:
+            resolved: dict[str, list[str]] = {}
+            for name, (ok, value) in zip(names, results, strict=True):
+                if ok and isinstance(value, list) and value:
+                    resolved[name] = value
+                else:
+                    log.warn(
+                        "Allowed source {name} did not resolve ({error}); keeping its last addresses",
+                        name=name,
+                        error=getattr(getattr(value, "value", None), "strerror", None) or "no address",
+                    )
+            self.update(resolved)
+
+        d = DeferredList([resolve(name) for name in names], consumeErrors=True)
+        return d.addCallback(done)
