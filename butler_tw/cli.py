@@ -36,8 +36,9 @@ from butler_tw.alert import EventKind
 from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
 from butler_tw.outbox import Delivery
 from butler_tw.redact import redact_url
+from butler_tw.sources import SourceFilter
 from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows
-from butler_tw.tap import resolve_listen_host
+from butler_tw.tap import allowed_sources, resolve_listen_host
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
 #: Commands that run on the reactor (through :func:`run_on_reactor`).
@@ -222,10 +223,11 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
     try:
         config = load_config(path)
         address = resolve_listen_host(config.udpHost)
+        sources = allowed_sources(config)
     except ConfigError as e:
         err.write(f"butler-tw: {ConfigError(path, e.problems)}\n")
         return 2
-    out.write(describe_config(path, config, address))
+    out.write(describe_config(path, config, address, sources))
     return 0
 
 
@@ -276,7 +278,20 @@ def _tls_line(webhook: Webhook) -> str:
     return "platform: the system's CA store"
 
 
-def describe_config(path: str, config: Config, address: str) -> str:
+def _sources_line(config: Config, sources: SourceFilter | None) -> str:
+    if sources is None:
+        return "any address (enableSourceValidation is off)"
+    entries = []
+    for entry in config.allowedSources:
+        if isinstance(entry, str):
+            found = sorted(map(str, sources.names.get(entry, ())))
+            entries.append(f"{entry} ({', '.join(found) if found else 'does NOT resolve now'})")
+        else:
+            entries.append(str(entry) if entry.num_addresses > 1 else str(entry.network_address))
+    return "only " + ", ".join(entries) + "; names resolved again every 5 min"
+
+
+def describe_config(path: str, config: Config, address: str, sources: SourceFilter | None = None) -> str:
     """The summary ``check-config`` prints. Holds no URL query, user info or header value."""
     stateDir = config.stateDir
     where = "" if os.path.isabs(stateDir) else ", relative to the daemon's working directory"
@@ -289,6 +304,15 @@ def describe_config(path: str, config: Config, address: str) -> str:
         f"{path}: valid",
         "",
         f"UDP             {_udp_line(config, address)}",
+        f"sources         {_sources_line(config, sources)}",
+        "per source      "
+        + (
+            f"at most {config.sourceRateLimit} datagrams a minute"
+            if config.sourceRateLimit
+            else "no limit (rateLimit.enable is false)"
+        ),
+        f"datagrams       up to {config.maxMessageSize} bytes; larger ones are dropped",
+        f"memory bound    {config.maxBufferedAlerts} alerts waiting for the outbox; then new ones are shed",
         f"de-duplication  {dedup}",
         f"stateDir        {stateDir} (outbox {db_path(stateDir)}{where}; not checked here)",
         f"dead letters    kept {_duration(config.deadLetterRetention)}",

@@ -135,6 +135,9 @@ class CheckConfigTests(SynchronousTestCase):
         lines = out.splitlines()
         self.assertEqual(lines[0], f"{self.config}: valid")
         self.assertIn("UDP             127.0.0.1:9998", lines)
+        self.assertIn("sources         any address (enableSourceValidation is off)", lines)
+        self.assertIn("per source      no limit (rateLimit.enable is false)", lines)
+        self.assertIn("datagrams       up to 65507 bytes; larger ones are dropped", lines)
         self.assertIn(
             "de-duplication  a repeated datagram (same kind and executionId) within 10 min is dropped", lines
         )
@@ -212,6 +215,42 @@ class CheckConfigTests(SynchronousTestCase):
             lines,
         )
         self.assertIn("  (none: alerts of this kind are received and counted only)", lines)
+
+    def test_intakeHardening(self) -> None:
+        """The allow-list (names resolved), per-source limit and memory bound are shown."""
+        doc = make_config(failure=[webhook("http://127.0.0.1/x", "POST")])
+        doc["Butler"]["udpServerConfig"] = {
+            "enable": True,
+            "serverHost": "127.0.0.1",
+            "portTaskFailure": 9998,
+            "enableSourceValidation": True,
+            "allowedSources": ["10.0.0.0/8", "192.168.1.100", "localhost", "gone.invalid"],
+            "rateLimit": {"enable": True, "maxMessagesPerMinute": 120},
+            "messageQueue": {"maxSize": 5000},
+        }
+        status, out, err = run_main("check-config", write_config(self, doc))
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        (sources,) = [line for line in lines if line.startswith("sources ")]
+        self.assertIn("only 10.0.0.0/8, 192.168.1.100, localhost (", sources)
+        self.assertIn("127.0.0.1", sources)
+        self.assertIn("gone.invalid (does NOT resolve now)", sources)
+        self.assertIn("per source      at most 120 datagrams a minute", lines)
+        self.assertIn("memory bound    5000 alerts waiting for the outbox; then new ones are shed", lines)
+
+    def test_allowListFailsClosed(self) -> None:
+        """As the daemon: validation on and nothing usable is an error, exit 2."""
+        doc = make_config()
+        doc["Butler"]["udpServerConfig"] = {
+            "enable": True,
+            "serverHost": "127.0.0.1",
+            "portTaskFailure": 9998,
+            "enableSourceValidation": True,
+            "allowedSources": ["gone.invalid"],
+        }
+        status, out, err = run_main("check-config", write_config(self, doc))
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", err)
 
     def test_problems(self) -> None:
         """Every problem on stderr, with its key path, and exit status 2; nothing on stdout."""
