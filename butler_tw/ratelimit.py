@@ -4,10 +4,21 @@ A window starts when an alert is accepted for delivery and ends through an
 ``IReactorTime.callLater`` expiry, so nothing polls and tests drive time with
 ``task.Clock``. Unlike Butler, ``rateLimit: 0`` means "no limit"; Butler's 0
 means "never again until restart".
+
+The open windows of one kind are an ``OrderedDict`` taskId -> expiry time in
+expiry order: every window of a kind has the same length, so a new one ends
+last and goes at the end (``restore`` merges in sorted order). One timer per
+kind is armed for the first entry's expiry; when it fires it drops every
+entry that has ended and re-arms for the next. That keeps about 190 bytes per
+open window (taskId string included) instead of a ``DelayedCall`` each.
+``OrderedDict`` rather than ``dict``: taking the first entry off a plain dict
+scans the deleted slots before it, quadratic under steady churn.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from operator import itemgetter
 from typing import Callable, Iterable, Mapping
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -32,19 +43,34 @@ class RateLimiter:
         self._clock = clock
         self._windows = dict(windows)
         self._onChange = onChange
-        self._expiries: dict[tuple[EventKind, str], IDelayedCall] = {}
+        # Per limited kind: lowercased taskId -> expiry, first to end first.
+        self._open: dict[EventKind, OrderedDict[str, float]] = {
+            kind: OrderedDict() for kind, window in self._windows.items() if window > 0
+        }
+        # Per kind with open windows: the one timer, due at the first expiry.
+        self._timers: dict[EventKind, IDelayedCall] = {}
 
     def allow(self, alert: Alert) -> bool:
         """Whether ``alert`` may go out; if so, its task's window starts now."""
         window = self._windows.get(alert.kind, 0.0)
         if window <= 0:
             return True
-        key = (alert.kind, alert.taskId.lower())
-        if key in self._expiries:
-            return False
-        self._expiries[key] = self._clock.callLater(window, self._expire, key)
+        expiries = self._open[alert.kind]
+        taskId = alert.taskId.lower()
+        now = self._clock.seconds()
+        expiresAt = expiries.get(taskId)
+        if expiresAt is not None:
+            if expiresAt > now:
+                return False
+            # Ended, but its timer has not run yet: drop it so the new window
+            # goes at the end. The timer is due and will re-arm itself.
+            del expiries[taskId]
+        expiresAt = now + window
+        expiries[taskId] = expiresAt
+        if alert.kind not in self._timers:
+            self._arm(alert.kind)
         if self._onChange is not None:
-            self._onChange(alert.kind, key[1], self._clock.seconds() + window)
+            self._onChange(alert.kind, taskId, expiresAt)
         return True
 
     def release(self, alert: Alert) -> None:
@@ -53,46 +79,91 @@ class RateLimiter:
         The window exists so that one task does not alert twice in a row;
         an alert that was never delivered must not silence the next one.
         """
-        key = (alert.kind, alert.taskId.lower())
-        call = self._expiries.pop(key, None)
-        if call is None:
+        expiries = self._open.get(alert.kind)
+        taskId = alert.taskId.lower()
+        if expiries is None or taskId not in expiries:
             return
-        if call.active():
-            call.cancel()
+        wasFirst = next(iter(expiries)) == taskId
+        del expiries[taskId]
+        if wasFirst:
+            self._cancel(alert.kind)
+            self._arm(alert.kind)
         if self._onChange is not None:
-            self._onChange(alert.kind, key[1], self._clock.seconds())
+            self._onChange(alert.kind, taskId, self._clock.seconds())
 
     def restore(self, entries: Iterable[tuple[EventKind, str, float]]) -> None:
         """Re-arm windows opened before a restart, for the time they have left.
 
         A window is never made longer than the kind's current ``rateLimit``
-        (the config may have changed), and expired ones are skipped.
+        (the config may have changed), and expired ones are skipped. A task
+        whose window is already open keeps it; of repeated entries, the first
+        counts.
         """
         now = self._clock.seconds()
+        restored: dict[EventKind, dict[str, float]] = {}
         for kind, taskId, expiresAt in entries:
             left = min(expiresAt - now, self._windows.get(kind, 0.0))
-            key = (kind, taskId.lower())
-            if left <= 0 or key in self._expiries:
+            if left <= 0:
                 continue
-            self._expiries[key] = self._clock.callLater(left, self._expire, key)
+            key = taskId.lower()
+            if key in self._open[kind]:
+                continue
+            restored.setdefault(kind, {}).setdefault(key, now + left)
+        for kind, added in restored.items():
+            # Restored windows may end before the open ones: merge in expiry
+            # order (the sort is stable, so equal expiries keep their order).
+            merged = sorted([*self._open[kind].items(), *added.items()], key=itemgetter(1))
+            self._open[kind] = OrderedDict(merged)
+            self._cancel(kind)
+            self._arm(kind)
 
     def remaining(self, alert: Alert) -> float:
         """Seconds until ``alert``'s task may alert again (0 when it may now)."""
-        call = self._expiries.get((alert.kind, alert.taskId.lower()))
-        if call is None:
+        expiries = self._open.get(alert.kind)
+        if expiries is None:
             return 0.0
-        return max(0.0, call.getTime() - self._clock.seconds())
+        expiresAt = expiries.get(alert.taskId.lower())
+        if expiresAt is None:
+            return 0.0
+        return max(0.0, expiresAt - self._clock.seconds())
 
     def __len__(self) -> int:
         """How many (kind, task) windows are open."""
-        return len(self._expiries)
+        return sum(len(expiries) for expiries in self._open.values())
 
-    def _expire(self, key: tuple[EventKind, str]) -> None:
-        self._expiries.pop(key, None)
+    def _arm(self, kind: EventKind) -> None:
+        """Start ``kind``'s timer for its first expiry, if it has open windows."""
+        expiries = self._open[kind]
+        if not expiries:
+            return
+        expiresAt = expiries[next(iter(expiries))]
+        delay = max(0.0, expiresAt - self._clock.seconds())
+        self._timers[kind] = self._clock.callLater(delay, self._expire, kind, expiresAt)
+
+    def _cancel(self, kind: EventKind) -> None:
+        call = self._timers.pop(kind, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _expire(self, kind: EventKind, due: float) -> None:
+        """``kind``'s timer: drop the windows that have ended, re-arm for the next.
+
+        ``due`` is the expiry the timer was armed for: the reactor may run it
+        a rounding error early, and that window has ended all the same.
+        """
+        del self._timers[kind]
+        expiries = self._open[kind]
+        now = max(self._clock.seconds(), due)
+        while expiries:
+            taskId = next(iter(expiries))
+            if expiries[taskId] > now:
+                break
+            del expiries[taskId]
+        self._arm(kind)
 
     def stop(self) -> None:
         """Cancel every pending expiry (on shutdown: no timers left behind)."""
-        for call in self._expiries.values():
-            if call.active():
-                call.cancel()
-        self._expiries.clear()
+        for kind in list(self._timers):
+            self._cancel(kind)
+        for expiries in self._open.values():
+            expiries.clear()
