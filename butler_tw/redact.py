@@ -1,19 +1,31 @@
 """Make URLs safe to log. Pure.
 
 A webhook URL is a secret. Chat and on-call systems put their tokens in the
-query string, in the user-info part, and often in the path itself (Slack
-``/services/T…/B…/<token>``, Teams ``/webhookb2/<guid>@<guid>/…/<hex>``,
-Discord ``/api/webhooks/<id>/<token>``). Log lines therefore carry
-``scheme://host:port/path`` with every path segment that could be a token
-replaced by ``***``.
+query string, in the user-info part, and often in the path itself: Slack
+``/services/T…/B…/<token>``, Teams ``/webhookb2/<guid>@<guid>/…/<hex>/…``,
+Discord ``/api/webhooks/<id>/<token>``, Zapier ``/hooks/catch/<n>/<id>/``,
+Home Assistant ``/api/webhook/<id>``, ntfy ``/<topic>``. Log lines therefore
+carry only ``scheme://host:port/path``, and of the path only its first
+segment:
 
-The rule for a path segment: it is shown only if it reads like a word (a
-letter, then up to 19 lower-case letters, ``-``, ``_`` or ``.``) or a short
-version number (``v2``, ``1``). Anything with digits or capitals inside,
-anything long, any GUID, hex or base64 blob is masked (a random token of
-letters only almost always has a capital inside). So ``/butler/failed`` and
-``/api/v1/alerts`` stay readable, while ``/services/T0000/B0000/XyZ…`` logs as
-``/services/***/***/***``.
+* the first segment is shown if it reads like a word (a letter, then up to
+  19 lower-case letters, ``-``, ``_`` or ``.``; or a short version number
+  such as ``v2``) **and** more path follows it;
+* every other non-empty segment is ``***``, whatever it looks like.
+
+So ``/services/T0/B0/XyZ…`` logs as ``/services/***/***/***``, ``/api/v1/alerts``
+as ``/api/***/***``, and a path of one segment (``/qlikalerts``, an ntfy topic)
+as ``/***``. Empty segments (a trailing ``/``) are kept, so the shape of the
+path still shows.
+
+An earlier rule kept every word-like segment and masked only those with
+digits or capitals in them; it leaked the tokens that happen to be all
+lower-case letters (one Zapier hook id in ten, ntfy topics, Home Assistant ids,
+passphrase-like paths). Telling a token from a word by its letters cannot be
+made safe, so now only the position decides.
+
+``safePath=True`` (for a webhook whose owner has said its path holds no
+secret) shows the whole path; user info, query and fragment are still dropped.
 """
 
 from __future__ import annotations
@@ -26,14 +38,21 @@ _WORD = re.compile(r"[A-Za-z][a-z_.\-]{0,19}|v?\d{1,3}")
 
 
 def redact_path(path: str) -> str:
-    """``path`` with every segment that could be a secret replaced by ``***``."""
+    """``path`` with every segment but a word-like first one (when more follows) replaced by ``***``."""
     if not path:
         return "/"
-    return "/".join(seg if seg == "" or _WORD.fullmatch(unquote(seg)) else MASK for seg in path.split("/"))
+    segments = path.split("/")
+    nonEmpty = [i for i, seg in enumerate(segments) if seg]
+    shown = nonEmpty[0] if len(nonEmpty) > 1 and _WORD.fullmatch(unquote(segments[nonEmpty[0]])) else None
+    return "/".join(seg if seg == "" or i == shown else MASK for i, seg in enumerate(segments))
 
 
-def redact_url(url: str) -> str:
-    """``scheme://host:port/path`` of ``url``: no user info, query, fragment or token-like path segment."""
+def redact_url(url: str, safePath: bool = False) -> str:
+    """``scheme://host:port/path`` of ``url``: no user info, query or fragment, the path redacted.
+
+    :param safePath: show the path as it is (the webhook's owner says it holds
+        no secret) instead of :func:`redact_path` of it.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -44,4 +63,5 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     if port is None:
         port = 443 if parts.scheme.lower() == "https" else 80
-    return f"{parts.scheme.lower()}://{host}:{port}{redact_path(parts.path)}"
+    path = (parts.path or "/") if safePath else redact_path(parts.path)
+    return f"{parts.scheme.lower()}://{host}:{port}{path}"

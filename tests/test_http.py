@@ -265,4 +265,4 @@ class WebhookClientTests(TestCase):
             self.assertNotIn("secret", text.lower())
             self.assertNotIn("user:", text)
             self.assertNotIn("token", text)
-        self.assertTrue(any(f"http://127.0.0.1:{hanging.port}/p" in t for t in texts), texts)
+        self.assertTrue(any(f"http://127.0.0.1:{hanging.port}/***" in t for t in texts), texts)

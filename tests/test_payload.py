@@ -242,16 +242,16 @@ class RedactTests(SynchronousTestCase):
     def test_stripsSecrets(self) -> None:
         self.assertEqual(
             redact_url("https://user:s3cret@receiver.example.com/hooks/x?token=abc#frag"),
-            "https://receiver.example.com:443/hooks/x",
+            "https://receiver.example.com:443/hooks/***",
         )
 
     def test_defaultPorts(self) -> None:
-        self.assertEqual(redact_url("http://example.com/a"), "http://example.com:80/a")
-        self.assertEqual(redact_url("https://example.com/a"), "https://example.com:443/a")
-        self.assertEqual(redact_url("HTTPS://Example.COM/A"), "https://example.com:443/A")
+        self.assertEqual(redact_url("http://example.com/a/b"), "http://example.com:80/a/***")
+        self.assertEqual(redact_url("https://example.com/a/b"), "https://example.com:443/a/***")
+        self.assertEqual(redact_url("HTTPS://Example.COM/A/B"), "https://example.com:443/A/***")
 
     def test_explicitPort(self) -> None:
-        self.assertEqual(redact_url("http://example.com:8080/a?b"), "http://example.com:8080/a")
+        self.assertEqual(redact_url("http://example.com:8080/a/b?c"), "http://example.com:8080/a/***")
         self.assertEqual(redact_url("https://example.com:80/"), "https://example.com:80/")
 
     def test_emptyPath(self) -> None:
@@ -259,13 +259,13 @@ class RedactTests(SynchronousTestCase):
         self.assertEqual(redact_url("http://example.com?token=x"), "http://example.com:80/")
 
     def test_ipv6(self) -> None:
-        self.assertEqual(redact_url("http://[::1]:8080/x?token=y"), "http://[::1]:8080/x")
-        self.assertEqual(redact_url("https://[2001:DB8::1]/hook"), "https://[2001:db8::1]:443/hook")
+        self.assertEqual(redact_url("http://[::1]:8080/x/y?token=y"), "http://[::1]:8080/x/***")
+        self.assertEqual(redact_url("https://[2001:DB8::1]/hook"), "https://[2001:db8::1]:443/***")
         self.assertEqual(redact_url("http://u:p@[fe80::1]/"), "http://[fe80::1]:80/")
 
     def test_ipv4(self) -> None:
         self.assertEqual(
-            redact_url("http://127.0.0.1:18080/butler/failed"), "http://127.0.0.1:18080/butler/failed"
+            redact_url("http://127.0.0.1:18080/butler/failed"), "http://127.0.0.1:18080/butler/***"
         )
 
     def test_invalid(self) -> None:
@@ -286,7 +286,7 @@ class RedactTests(SynchronousTestCase):
             self.assertNotIn(secret, redact_url(url), url)
 
     def test_pathTokensMasked(self) -> None:
-        """Slack, Teams and Discord put the secret in the path: those segments are masked."""
+        """Slack, Teams and Discord put the secret in the path: every segment after the first is masked."""
         cases = {
             "https://hooks.slack.com/services/T0ABCDE12/B0FGHIJ34/aBcDeFgHiJkLmNoPqRsTuVwX": (
                 "https://hooks.slack.com:443/services/***/***/***"
@@ -297,7 +297,7 @@ class RedactTests(SynchronousTestCase):
                 "https://contoso.webhook.office.com:443/***/***/***/***/***"
             ),
             "https://discord.com/api/webhooks/123456789012345678/Ab-cD_ef123": (
-                "https://discord.com:443/api/webhooks/***/***"
+                "https://discord.com:443/api/***/***/***"
             ),
             "http://h/hooks/abcdefghijklmnopqrstuvwxyzABCDEF": "http://h:80/hooks/***",
             "http://h/p/s%33cr%33t": "http://h:80/p/***",
@@ -310,8 +310,24 @@ class RedactTests(SynchronousTestCase):
         self.assertEqual(redact_url("https://h/hook/QhXkZpTrWmNbVcLd"), "https://h:443/hook/***")
         self.assertEqual(redact_url("https://h/Bearer-abcDEFghiJKL"), "https://h:443/***")
 
-    def test_wordsAndVersionsKept(self) -> None:
-        self.assertEqual(redact_url("http://h/api/v1/alerts/"), "http://h:80/api/v1/alerts/")
-        self.assertEqual(redact_url("http://h/butler_get"), "http://h:80/butler_get")
-        self.assertEqual(redact_url("http://h/qlik-alerts.json"), "http://h:80/qlik-alerts.json")
-        self.assertEqual(redact_url("http://h/Alerts/failed"), "http://h:80/Alerts/failed")
+    def test_wordLikeTokensMasked(self) -> None:
+        """Tokens of lower-case letters read like words: only their position can tell, so it decides."""
+        self.assertEqual(
+            redact_url("https://hooks.zapier.com/hooks/catch/1234567/abcdefg/"),
+            "https://hooks.zapier.com:443/hooks/***/***/***/",
+        )
+        self.assertEqual(
+            redact_url("https://ha.example.com/api/webhook/garage_door"),
+            "https://ha.example.com:443/api/***/***",
+        )
+        self.assertEqual(redact_url("https://ntfy.sh/qlikalertsacme"), "https://ntfy.sh:443/***")
+
+    def test_firstWordSegmentKept(self) -> None:
+        """The first segment, if it reads like a word and more path follows; nothing else."""
+        self.assertEqual(redact_url("http://h/api/v1/alerts/"), "http://h:80/api/***/***/")
+        self.assertEqual(redact_url("http://h/v2/alerts"), "http://h:80/v2/***")
+        self.assertEqual(redact_url("http://h/qlik-alerts.json/x"), "http://h:80/qlik-alerts.json/***")
+        self.assertEqual(redact_url("http://h/Alerts/failed"), "http://h:80/Alerts/***")
+        self.assertEqual(redact_url("http://h/butler_get"), "http://h:80/***")
+        self.assertEqual(redact_url("http://h/hook/"), "http://h:80/***/")
+        self.assertEqual(redact_url("http://h/"), "http://h:80/")
