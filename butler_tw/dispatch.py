@@ -198,7 +198,7 @@ class Dispatcher:
         if outcome.tlsFailure:
             hint = "check the server certificate and this webhook's cert settings"
         if nextAt is not None:
-            wait = round(nextAt - self._clock.seconds(), 1)
+            wait = max(0.0, round(nextAt - self._clock.seconds(), 1))
             log.warn(
                 line + "; retrying in {wait} s" + ("; {hint}" if hint else ""), wait=wait, hint=hint, **fields
             )

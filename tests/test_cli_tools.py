@@ -147,7 +147,7 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertIn("reloadTaskAborted: 1 webhook(s), no rate limit", lines)
         self.assertIn("  reloadTaskFailure.webhooks[0]: Teams channel", lines)
         self.assertIn("  reloadTaskAborted.webhooks[0]: (no description)", lines)
-        self.assertIn("    POST http://127.0.0.1:18080/butler/failed  (query string not shown)", lines)
+        self.assertIn("    POST http://127.0.0.1:18080/butler/***  (query string not shown)", lines)
         self.assertIn(
             "    GET https://hooks.example.com:443/services/***/***/***  (user info not shown)", lines
         )
@@ -321,7 +321,7 @@ class SendTestTests(TestCase):
         self.assertEqual(header.split(), ["WEBHOOK", "METHOD", "URL", "TLS", "RESULT", "LATENCY"])
         self.assertRegex(
             row,
-            r"^Teams channel  POST    http://127\.0\.0\.1:\d+/butler/failed  none \(http\)  HTTP 200  \d+ ms$",
+            r"^Teams channel  POST    http://127\.0\.0\.1:\d+/butler/\*\*\*  none \(http\)  HTTP 200  \d+ ms$",
         )
         self.assertIn(redact_url(url), row)
         self.assertIn("all 1 webhook(s) answered 2xx", out)
@@ -347,7 +347,7 @@ class SendTestTests(TestCase):
         status, out, _ = yield run_command("send-test", config)
         self.assertEqual(status, 1)
         self.assertRegex(
-            out, r"\nDown +POST +http://127\.0\.0\.1:\d+/hook +none \(http\) +connection refused +\d+ ms\n"
+            out, r"\nDown +POST +http://127\.0\.0\.1:\d+/\*\*\* +none \(http\) +connection refused +\d+ ms\n"
         )
         self.assertIn("1 of 1 webhook(s) did not answer 2xx", out)
 
@@ -373,7 +373,7 @@ class SendTestTests(TestCase):
         status, out, _ = yield run_command("send-test", config)
         self.assertEqual(status, 1)
         self.assertIn("TLS: certificate verification failed (untrusted or expired)", out)
-        self.assertRegex(out, r"\nSelf-signed +POST +https://127\.0\.0\.1:\d+/hook +platform: FAILED +TLS: ")
+        self.assertRegex(out, r"\nSelf-signed +POST +https://127\.0\.0\.1:\d+/\*\*\* +platform: FAILED +TLS: ")
         self.assertEqual(receiver.requests, [])
         self.assertNotIn("QUERYSECRET", out)
 
@@ -388,7 +388,7 @@ class SendTestTests(TestCase):
         status, out, _ = yield run_command("send-test", config)
         self.assertEqual(status, 0)
         self.assertRegex(
-            out, r"\nPrivate +POST +https://127\.0\.0\.1:\d+/hook +custom CA: verified +HTTP 200 "
+            out, r"\nPrivate +POST +https://127\.0\.0\.1:\d+/\*\*\* +custom CA: verified +HTTP 200 "
         )
         self.assertEqual(len(receiver.requests), 1)
 
@@ -491,7 +491,7 @@ class SendTestTests(TestCase):
         args = ["-m", "butler_tw.cli", "send-test", config]
         out, err, status = yield getProcessOutputAndValue(sys.executable, args, env=subprocess_env())
         self.assertEqual((status, err), (0, b""))
-        self.assertRegex(out.decode(), r"\nUp +POST +http://127\.0\.0\.1:\d+/x +none \(http\) +HTTP 200 ")
+        self.assertRegex(out.decode(), r"\nUp +POST +http://127\.0\.0\.1:\d+/\*\*\* +none \(http\) +HTTP 200 ")
         self.assertEqual(len(receiver.requests), 1)
         self.assertNotIn(b"QUERYSECRET", out)
         yield receiver.stop()
