@@ -35,7 +35,6 @@ from butler_tw import tryout
 from butler_tw.alert import EventKind
 from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
 from butler_tw.outbox import Delivery
-from butler_tw.redact import redact_url
 from butler_tw.sources import SourceFilter
 from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows
 from butler_tw.tap import allowed_sources, resolve_listen_host
@@ -333,7 +332,7 @@ def describe_config(path: str, config: Config, address: str, sources: SourceFilt
             schedule = ", ".join(_duration(s) for s in w.retry.schedule)
             lines += [
                 f"  {w.key}: {w.description or '(no description)'}",
-                f"    {w.method} {redact_url(w.url)}{_hidden(w.url)}",
+                f"    {w.method} {w.loggableUrl}{_hidden(w.url)}",
                 f"    TLS {_tls_line(w)}",
                 f"    timeout {_duration(w.timeout)}, concurrency {w.concurrency}",
                 f"    attempts at {schedule} after the alert; given up after {_duration(w.retry.maxAge)}",

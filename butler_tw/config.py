@@ -21,6 +21,7 @@ import yaml
 from hyperlink import EncodedURL
 
 from butler_tw.alert import EventKind
+from butler_tw.redact import redact_url
 from butler_tw.retry import RetryPolicy
 from butler_tw.sources import Network, parse_entry
 
@@ -93,6 +94,13 @@ class Webhook:
     timeout: float = DEFAULT_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
     retry: RetryPolicy = RetryPolicy()
+    #: The owner says the URL's path holds no secret: logs may show all of it.
+    logFullPath: bool = False
+
+    @property
+    def loggableUrl(self) -> str:
+        """What logs and commands show of the URL: see :mod:`butler_tw.redact`."""
+        return redact_url(self.url, safePath=self.logFullPath)
 
     @property
     def name(self) -> str:
@@ -608,6 +616,7 @@ class _Validator:
                 "concurrency",
                 "retrySchedule",
                 "maxAge",
+                "logFullPath",
             ),
         )
         description = self.string(node, "description", path, default="") or ""
@@ -621,6 +630,7 @@ class _Validator:
         if concurrency != int(concurrency):
             self.problem(f"{path}.concurrency", "must be a whole number")
         retry = self.retry_policy(node, path, retry)
+        logFullPath = bool(self.boolean(node, "logFullPath", path, default=False))
         if url is None or method is None or tls is None:
             return None
         return Webhook(
@@ -632,6 +642,7 @@ class _Validator:
             timeout=timeout,
             concurrency=int(concurrency),
             retry=retry,
+            logFullPath=logFullPath,
         )
 
     def url(self, node: dict[str, Any], path: str) -> str | None:

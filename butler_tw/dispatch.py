@@ -19,7 +19,6 @@ from butler_tw.config import Webhook
 from butler_tw.http import Outcome
 from butler_tw.outbox import Delivery, IOutbox, State
 from butler_tw.payload import Request, build_request
-from butler_tw.redact import redact_url
 from butler_tw.retry import Verdict, hint_for_status
 from butler_tw.stats import Stats
 
@@ -54,7 +53,7 @@ class Dispatcher:
         self._inFlight: dict[str, Deferred[Outcome]] = {}
         self._idle: list[Deferred[None]] = []
         self._stopping = False
-        self._target = redact_url(webhook.url)
+        self._target = webhook.loggableUrl
         #: Called with each delivery that reached its end (delivered or dead).
         self.onFinal: Callable[[Delivery], None] | None = None
 

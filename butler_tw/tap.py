@@ -27,7 +27,6 @@ from butler_tw.intake import LogAppenderProtocol
 from butler_tw.notifier import Notifier
 from butler_tw.outbox import IOutbox, MemoryOutbox
 from butler_tw.ratelimit import RateLimiter
-from butler_tw.redact import redact_url
 from butler_tw.service import NotifierService
 from butler_tw.sourcelimit import SourceRateLimit
 from butler_tw.sources import RESOLVE_EVERY, SourceFilter, resolve_blocking
@@ -218,7 +217,7 @@ def log_startup(config: Config) -> None:
                 key=w.key,
                 name=w.description or "(no description)",
                 method=w.method,
-                url=redact_url(w.url),
+                url=w.loggableUrl,
                 tls=w.tls.mode.value if w.url.lower().startswith("https:") else "none (http)",
                 timeout=w.timeout,
             )

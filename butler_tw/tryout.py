@@ -50,7 +50,6 @@ from butler_tw.alert import Alert, EventKind
 from butler_tw.config import Config, TrustMode, Webhook
 from butler_tw.http import Outcome, WebhookClient
 from butler_tw.payload import build_request
-from butler_tw.redact import redact_url
 from butler_tw.retry import hint_for_status
 
 #: The taskId of every ``send-test`` alert: recognisably not a real task.
@@ -216,7 +215,7 @@ def send_test(
                 (
                     w.name,
                     w.method,
-                    redact_url(w.url),
+                    w.loggableUrl,
                     tls_column(w, outcome),
                     result_column(outcome),
                     f"{seconds * 1000:.0f} ms",

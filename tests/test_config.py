@@ -889,7 +889,7 @@ class UnknownKeyTests(ConfigTestCase):
             self.problems(with_hooks(hook(headers={"X": "y"}))),
             (
                 f"{FAILURE}.webhooks[0].headers: unknown key (known keys: description, webhookURL, httpMethod,"
-                " cert, timeout, concurrency, retrySchedule, maxAge)",
+                " cert, timeout, concurrency, retrySchedule, maxAge, logFullPath)",
             ),
         )
 
@@ -1144,6 +1144,32 @@ class UdpHardeningTests(ConfigTestCase):
             (
                 "Butler.udpServerConfig.receiveBufferBytes: expected a number, got a string",
                 "Butler.udpServerConfig.maxMessageSize: must be between 256 and 65535, got 70000",
+            ),
+        )
+
+
+class LogFullPathTests(ConfigTestCase):
+    """``logFullPath: true``: the owner marks the URL's path safe to log; user info and query never are."""
+
+    def test_defaultMasksPath(self) -> None:
+        w = self.only_hook(
+            parse_config(with_hooks(hook(webhookURL="https://u:pw@h.example/qlik/alerts/in?t=TOKEN")))
+        )
+        self.assertFalse(w.logFullPath)
+        self.assertEqual(w.loggableUrl, "https://h.example:443/qlik/***/***")
+
+    def test_markedSafe(self) -> None:
+        doc = with_hooks(hook(webhookURL="https://u:pw@h.example/qlik/alerts/in?t=TOKEN", logFullPath=True))
+        self.assertEqual(
+            self.only_hook(parse_config(doc)).loggableUrl, "https://h.example:443/qlik/alerts/in"
+        )
+
+    def test_mustBeBoolean(self) -> None:
+        self.assertEqual(
+            self.problems(with_hooks(hook(logFullPath="yes"))),
+            (
+                "Butler.webhookNotification.reloadTaskFailure.webhooks[0].logFullPath: "
+                "expected true or false, got a string",
             ),
         )
 
