@@ -172,4 +172,4 @@ class NotifierService(Service):
             log.warn("Stopping: {n} deliveries not attempted are left pending in the outbox", n=left)
         yield DeferredList([c.close() for c in self._clients.values()])
         yield self._outbox.close()
-        log.info("Stopped. Counters: {counters}", counters=self._stats.snapshot())
+        log.info("Stopped. Counters: {counters}", counters=self._stats.snapshot(), butler_tw_lifecycle=True)

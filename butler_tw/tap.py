@@ -24,6 +24,7 @@ from butler_tw.dispatch import Dispatcher
 from butler_tw.gate import Gate
 from butler_tw.http import WebhookClient
 from butler_tw.intake import LogAppenderProtocol
+from butler_tw.logsetup import configure as configure_logging
 from butler_tw.notifier import Notifier
 from butler_tw.outbox import IOutbox, MemoryOutbox
 from butler_tw.ratelimit import RateLimiter
@@ -71,6 +72,8 @@ class Options(usage.Options):
             sys.stderr.write(f"butler-webhook: {e}\n")
             raise SystemExit(2) from None
         self.config = config
+        if self.parent is not None:  # twistd's options: how it logs
+            configure_logging(self.parent, config.logFormat, config.logLevel)
 
 
 def resolve_listen_host(host: str) -> str:
@@ -174,6 +177,7 @@ def makeService(options: Options) -> service.IService:
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         log.info,
         "butler-tw is running: {n} webhook(s), UDP {host}:{port}",
+        butler_tw_lifecycle=True,
         n=len(config.webhooks),
         host=options.listenAddress,
         port=config.udpPort,

@@ -1,0 +1,148 @@
+"""``butlerWebhook.log``: the log format (text or JSON lines) and the lowest level logged.
+
+twistd sets up logging itself, from its ``--logger`` option: a name of a
+factory it imports and calls with no arguments. When the config asks for
+something else than twistd's default (text, every level),
+:func:`configure` points that option at :func:`observer`, which builds the
+observer from what ``configure`` was told. An explicit ``--logger`` or
+``--syslog`` on the command line wins. ``--logfile`` is honoured either way.
+
+JSON lines are one object per event and line, with no record separator (log
+shippers split on new lines), holding the formatted message and the plain
+fields the event was logged with (strings, numbers, booleans): never an
+object whose text could carry a URL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from typing import IO, Any, cast
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    LogLevelFilterPredicate,
+    PredicateResult,
+    formatEvent,
+    textFileLogObserver,
+)
+from twisted.python import logfile
+from zope.interface import implementer
+
+#: Events logged with this field set to True pass any level filter: the
+#: lines that say the daemon is up and that it stopped (with its counters).
+LIFECYCLE = "butler_tw_lifecycle"
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+# Twisted's own keys and legacy-log keys: not fields of ours.
+_INTERNAL = {"format", "message", "isError", "system", "time", "why", "failure", "printed"}
+
+
+class _Settings:
+    format = "text"
+    level = "info"
+    logfile: str | None = None
+    nodaemon = True
+
+
+_settings = _Settings()
+
+
+def configure(options: dict[str, Any], format: str, level: str) -> None:
+    """Make twistd log in ``format`` at ``level`` and above, unless told otherwise on the command line.
+
+    :param options: twistd's ``ServerOptions`` (our options' ``parent``).
+    """
+    if format == "text" and level == "info":
+        return  # twistd's own default
+    if options.get("logger") or options.get("syslog"):
+        return
+    _settings.format = format
+    _settings.level = level
+    _settings.logfile = options.get("logfile")
+    _settings.nodaemon = bool(options.get("nodaemon"))
+    options["logger"] = f"{__name__}.observer"
+
+
+def observer() -> ILogObserver:
+    """The observer twistd installs (its ``--logger`` factory): our format, our level."""
+    out = _open(_settings.logfile, _settings.nodaemon)
+    base = json_lines_observer(out) if _settings.format == "json" else textFileLogObserver(out)
+    return filtered(base, _settings.level)
+
+
+def _open(name: str | None, nodaemon: bool) -> IO[str]:
+    if name == "-" or (nodaemon and not name):
+        return sys.stdout
+    return cast(IO[str], logfile.LogFile.fromFullPath(name or "twistd.log"))
+
+
+@implementer(ILogFilterPredicate)
+class _LevelOrLifecycle:
+    def __init__(self, level: str) -> None:
+        self._levels = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
+
+    def __call__(self, event: LogEvent) -> PredicateResult:
+        if event.get(LIFECYCLE):
+            return cast(PredicateResult, PredicateResult.yes)
+        return cast(PredicateResult, self._levels(event))
+
+
+def filtered(observer: ILogObserver, level: str) -> ILogObserver:
+    """``observer`` behind a filter passing ``level`` and above, and the lifecycle lines."""
+    return FilteringLogObserver(observer, [_LevelOrLifecycle(level)])
+
+
+def event_as_dict(event: LogEvent) -> dict[str, Any]:
+    """The JSON object of one event: time, level, namespace, message, plain fields, error."""
+    level = event.get("log_level")
+    record: dict[str, Any] = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(
+            timespec="milliseconds"
+        ),
+        "level": getattr(level, "name", "info"),
+        "namespace": event.get("log_namespace", "-"),
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in _INTERNAL or key in record or key == LIFECYCLE:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            record[key] = str(value)
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            record[key] = value
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["error"] = getattr(failure.type, "__name__", str(failure.type))
+        try:
+            record["traceback"] = failure.getTraceback()
+        except Exception:  # a failure that cannot even describe itself
+            record["traceback"] = repr(failure.value)
+    return record
+
+
+def json_lines_observer(out: IO[str]) -> ILogObserver:
+    """One JSON object per line on ``out``, flushed after each (log shippers tail the file)."""
+
+    @implementer(ILogObserver)
+    def write(event: LogEvent) -> None:
+        try:
+            line = json.dumps(event_as_dict(event), ensure_ascii=False)
+        except Exception:  # never let one event break logging
+            line = json.dumps({"level": "error", "message": "(an event that could not be written as JSON)"})
+        out.write(line + "\n")
+        out.flush()
+
+    return cast(ILogObserver, write)
