@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
+from hyperlink import EncodedURL
 from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
@@ -89,11 +90,19 @@ class WebhookClient:
         # A jar that keeps nothing: a cookie set by a receiver is never sent back.
         noCookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._http = HTTPClient(agent, cookiejar=noCookies)  # type: ignore[arg-type]
+        self._lastUrl: str | None = None
+        self._lastParsed: tuple[EncodedURL, bytes | None] = (EncodedURL(), None)
 
     def send(self, request: Request) -> Deferred[Outcome]:
         """Make the request; fires with its :class:`Outcome`, never errbacks or raises."""
         headers = Headers({k.encode("ascii"): [v.encode("latin-1")] for k, v in request.headers})
-        url, credentials = _split_userinfo(request.url)
+        if request.url == self._lastUrl:
+            # POST and PUT go to the same URL every time: parse it once, not per request.
+            url, credentials = self._lastParsed
+        else:
+            plain, credentials = _split_userinfo(request.url)
+            url = EncodedURL.from_text(plain)
+            self._lastUrl, self._lastParsed = request.url, (url, credentials)
         if credentials is not None and not headers.hasHeader(b"authorization"):
             headers.setRawHeaders(b"authorization", [credentials])
         try:

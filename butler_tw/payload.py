@@ -8,6 +8,7 @@ compact JSON object, UTF-8, like ``JSON.stringify``.
 
 from __future__ import annotations
 
+import functools
 import json
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -61,5 +62,9 @@ def build_request(alert: Alert, webhook: Webhook, timestamp: int) -> Request:
     if webhook.method == "GET":
         return Request("GET", with_query(webhook.url, query_string(alert)), tuple(headers), None)
     headers.append(("Content-Type", "application/json"))
-    url = urlunsplit(urlsplit(webhook.url)._replace(fragment=""))
-    return Request(webhook.method, url, tuple(headers), json_body(alert))
+    return Request(webhook.method, _without_fragment(webhook.url), tuple(headers), json_body(alert))
+
+
+@functools.lru_cache(maxsize=256)
+def _without_fragment(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(fragment=""))

@@ -309,6 +309,8 @@ class EndToEndTests(TestCase):
             daemon.send(sample_datagrams()[0])
             if delivered:
                 yield within(receiver.waitForRequests(1), DEADLINE, "the allowed alert", daemon)
+            else:
+                yield daemon.waitForOutput("not in allowedSources")
             exit = yield daemon.stopCleanly()
             counts = counters(exit.output)
             self.assertEqual(counts.get("alerts_accepted", 0), delivered, exit.output)
