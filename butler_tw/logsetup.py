@@ -105,6 +105,28 @@ def filtered(observer: ILogObserver, level: str) -> ILogObserver:
     return FilteringLogObserver(observer, [_LevelOrLifecycle(level)])
 
 
+_SKIP = object()
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` if it is plain data (flat lists and mappings of it too), else ``_SKIP``."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return str(value)  # a subclass (an enum, say) as its plain text
+    if isinstance(value, int):
+        return int(value)
+    if depth == 0 and isinstance(value, (list, tuple)):
+        items = [_plain(v, 1) for v in value]
+        return _SKIP if any(i is _SKIP for i in items) else items
+    if depth == 0 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        pairs = {k: _plain(v, 1) for k, v in value.items()}
+        return _SKIP if any(v is _SKIP for v in pairs.values()) else pairs
+    return _SKIP
+
+
 def event_as_dict(event: LogEvent) -> dict[str, Any]:
     """The JSON object of one event: time, level, namespace, message, plain fields, error."""
     level = event.get("log_level")
@@ -119,10 +141,9 @@ def event_as_dict(event: LogEvent) -> dict[str, Any]:
     for key, value in event.items():
         if key.startswith("log_") or key in _INTERNAL or key in record or key == LIFECYCLE:
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            record[key] = str(value)
-        elif value is None or isinstance(value, (str, int, float, bool)):
-            record[key] = value
+        plain = _plain(value)
+        if plain is not _SKIP:
+            record[key] = plain
     failure = event.get("log_failure")
     if failure is not None:
         record["error"] = getattr(failure.type, "__name__", str(failure.type))

@@ -46,10 +46,20 @@ class JsonLinesTests(SynchronousTestCase):
 
     def test_onlyPlainFields(self) -> None:
         """An object's text could carry a URL: only strings, numbers, booleans and null are written."""
-        self.log.info("x", thing=Unprintable(), items=[1, 2], n=None, ok=True, ratio=float("nan"))
+        self.log.info(
+            "x",
+            thing=Unprintable(),
+            things=[Unprintable()],
+            items=(1, "a"),
+            counts={"a": 1},
+            n=None,
+            ok=True,
+            ratio=float("nan"),
+        )
         (record,) = self.records()
         self.assertNotIn("thing", record)
-        self.assertNotIn("items", record)
+        self.assertNotIn("things", record)
+        self.assertEqual((record["items"], record["counts"]), ([1, "a"], {"a": 1}))
         self.assertEqual((record["n"], record["ok"], record["ratio"]), (None, True, "nan"))
         self.assertNotIn("SECRET", self.out.getvalue())
 
