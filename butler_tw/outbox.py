@@ -15,9 +15,23 @@ from typing import Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from butler_tw.alert import Alert, EventKind
+
+#: The last outcome of a delivery whose webhook left the config: at a start
+#: or at a reload, its pending deliveries become dead letters saying this.
+REMOVED = "webhook removed from the config, or its URL or method changed"
+
+
+def removed_key(key: str, fingerprint: str) -> str:
+    """Where the deliveries of a removed webhook are kept, pending or dead.
+
+    A key no configured webhook has: the position ``key`` may be taken by
+    another webhook, and none of these deliveries must ever go there (a
+    replayed one becomes a dead letter again).
+    """
+    return f"{key}@removed-{fingerprint}"
 
 
 class State(enum.Enum):
@@ -51,12 +65,54 @@ class Delivery:
         return f"{self.alert.alertId}/{self.webhookKey}"
 
 
+@attrs.frozen
+class Rebinding:
+    """What :meth:`IOutbox.rebind` did to the stored deliveries.
+
+    :ivar moved: old key -> new key, for each webhook now at another position
+        (its deliveries followed it).
+    :ivar removed: old key -> how many of its pending deliveries became dead
+        letters, for each webhook gone from the config or now sending elsewhere.
+    """
+
+    moved: Mapping[str, str] = attrs.field(factory=dict)
+    removed: Mapping[str, int] = attrs.field(factory=dict)
+
+
+def match_webhooks(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str | None]:
+    """Where each webhook of ``before`` is in ``after``: the pairing a rebind makes.
+
+    Both map config key -> fingerprint (``Webhook.fingerprint``: method and
+    URL). A key with the same fingerprint in both is settled and left out of
+    the answer. Every other key of ``before`` is paired with the first
+    (in key order) unsettled key of ``after`` that has its fingerprint, or
+    with ``None`` when there is none: that webhook was removed or now sends
+    elsewhere. Pure; the outbox and a configuration reload both use it, so
+    deliveries in memory and on disk always follow the same pairing.
+    """
+    settled = {key for key, fp in before.items() if after.get(key) == fp}
+    taken = set(settled)
+    changes: dict[str, str | None] = {}
+    for key, fp in sorted(before.items()):
+        if key in settled:
+            continue
+        target = next((k for k, f in sorted(after.items()) if f == fp and k not in taken), None)
+        if target is not None:
+            taken.add(target)
+        changes[key] = target
+    return changes
+
+
 class IOutbox(Interface):
     """Where deliveries live between acceptance and their end.
 
     It also keeps the de-duplication keys (table ``"dedup"``) and rate-limit
     windows (table ``"windows"``) so that a restart forgets neither.
     """
+
+    deadLetterRetention = Attribute(
+        "Seconds a dead letter is kept before prune() drops it; may be changed while running."
+    )
 
     def open() -> None:
         """Get ready to work; called from ``startService``, after twistd forked."""
@@ -70,14 +126,20 @@ class IOutbox(Interface):
     def pending() -> Deferred[list[Delivery]]:
         """The deliveries still pending, to resume at start-up."""
 
-    def rebind(webhooks: Mapping[str, str]) -> dict[str, str | None]:
+    def rebind(webhooks: Mapping[str, str]) -> Deferred[Rebinding | None]:
         """Reconcile stored deliveries with the webhooks now configured.
 
+        Runs in order with the other writes: what was added or recorded
+        before the call is reconciled, what comes after uses the new keys.
+        Called at start-up (before :meth:`pending`) and at each configuration
+        reload. Webhooks are paired as :func:`match_webhooks` says; moved
+        ones take their deliveries along, the pending deliveries of removed
+        ones become dead letters (:data:`REMOVED`), and all of a removed
+        one's deliveries move to its :func:`removed_key`.
+
         :param webhooks: config key -> fingerprint of every webhook now.
-        :return: for each stored key whose webhook moved, its new key; for
-            each whose webhook is gone (or now sends elsewhere), ``None``, its
-            pending deliveries having become dead letters. Synchronous: called
-            once at start-up, before :meth:`pending`.
+        :return: fires with what moved and what was removed, or with
+            ``None`` when the write failed (it is retried, still in order).
         """
 
     def requeued() -> Deferred[list[Delivery]]:
@@ -107,6 +169,8 @@ class MemoryOutbox:
     def __init__(self, keepDead: int = 1000) -> None:
         self.live: dict[str, Delivery] = {}
         self.dead: deque[Delivery] = deque(maxlen=keepDead)
+        self.deadLetterRetention = 0.0  # dead letters are bounded by count here, not age
+        self._webhooks: dict[str, str] = {}
 
     def add(self, alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
         deliveries = [Delivery(alert, key, acceptedAt=now, dueAt=now) for key in webhookKeys]
@@ -128,8 +192,27 @@ class MemoryOutbox:
     def open(self) -> None:
         pass
 
-    def rebind(self, webhooks: Mapping[str, str]) -> dict[str, str | None]:
-        return {}  # nothing outlives the process
+    def rebind(self, webhooks: Mapping[str, str]) -> Deferred[Rebinding | None]:
+        """As in the durable outbox: nothing outlives the process, but a reload moves webhooks too."""
+        before, self._webhooks = self._webhooks, dict(webhooks)
+        changes = match_webhooks(before, webhooks)
+        removed = {key: 0 for key, new in changes.items() if new is None}
+        moving = [d for d in self.live.values() if d.webhookKey in changes]
+        for delivery in moving:
+            del self.live[delivery.id]
+        for delivery in moving:
+            new = changes[delivery.webhookKey]
+            if new is None:
+                removed[delivery.webhookKey] += 1
+                key = removed_key(delivery.webhookKey, before[delivery.webhookKey])
+                self.dead.append(
+                    attrs.evolve(delivery, webhookKey=key, state=State.DEAD, lastOutcome=REMOVED)
+                )
+            else:
+                moved = attrs.evolve(delivery, webhookKey=new)
+                self.live[moved.id] = moved
+        rebinding = Rebinding({k: v for k, v in changes.items() if v is not None}, removed)
+        return succeed(rebinding)
 
     def requeued(self) -> Deferred[list[Delivery]]:
         return succeed([])

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
 from butler_tw.http import WebhookClient
-from butler_tw.outbox import IOutbox, State
+from butler_tw.outbox import IOutbox, Rebinding, State
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
 
@@ -69,16 +69,10 @@ class NotifierService(Service):
         """
         super().startService()
         self._outbox.open()
-        changes = self._outbox.rebind({key: d.webhook.fingerprint for key, d in self._dispatchers.items()})
-        for old, new in sorted(changes.items()):
-            if new is None:
-                log.warn(
-                    "Webhook {old} was removed from the config or now sends elsewhere: "
-                    "its pending deliveries are dead letters (butler-tw deliveries --state dead)",
-                    old=old,
-                )
-            else:
-                log.info("Webhook {old} is now {new} in the config: its deliveries follow", old=old, new=new)
+        # Queued before the read of the pending deliveries: they come back rebound.
+        self._outbox.rebind({key: d.webhook.fingerprint for key, d in self._dispatchers.items()}).addCallback(
+            self._logRebinding
+        )
         now = self._clock.seconds()
         if self._dedup is not None:
             self._dedup.restore(self._outbox.remembered("dedup", now))
@@ -90,6 +84,19 @@ class NotifierService(Service):
         for loop, interval in self._loops:
             loop.clock = self._clock
             loop.start(interval, now=False).addErrback(lambda f: log.failure("Outbox housekeeping failed", f))
+
+    def _logRebinding(self, rebinding: Rebinding | None) -> None:
+        if rebinding is None:
+            return  # the outbox said why; the write is retried before any other
+        for old, new in sorted(rebinding.moved.items()):
+            log.info("Webhook {old} is now {new} in the config: its deliveries follow", old=old, new=new)
+        for old, n in sorted(rebinding.removed.items()):
+            log.warn(
+                "Webhook {old} was removed from the config or now sends elsewhere: its {n} pending "
+                "deliveries are dead letters (butler-tw deliveries --state dead)",
+                old=old,
+                n=n,
+            )
 
     def _resumePending(self) -> None:
         def failed(f: Failure) -> None:

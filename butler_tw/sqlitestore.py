@@ -32,7 +32,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from butler_tw.alert import FIELD_ORDER, Alert, EventKind
-from butler_tw.outbox import Delivery, IOutbox, State
+from butler_tw.outbox import REMOVED, Delivery, IOutbox, Rebinding, State, match_webhooks, removed_key
 
 log = Logger(namespace="butler_tw.outbox")
 
@@ -161,7 +161,8 @@ class SqliteOutbox:
     def __init__(self, stateDir: str, reactor: Any, deadLetterRetention: float = 7 * 86400) -> None:
         self.stateDir = stateDir
         self._reactor = reactor
-        self._retention = deadLetterRetention
+        #: Seconds a dead letter is kept (``butlerWebhook.delivery.deadLetterRetention``).
+        self.deadLetterRetention = deadLetterRetention
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="butler-tw-outbox")
         self._queued: list[_Queued] = []
@@ -320,7 +321,7 @@ class SqliteOutbox:
         assert d is not None
         return d.addCallback(lambda r: r or [])
 
-    def rebind(self, webhooks: Mapping[str, str]) -> dict[str, str | None]:
+    def rebind(self, webhooks: Mapping[str, str]) -> Deferred[Rebinding | None]:
         """Move stored deliveries to where their webhook is in the config now.
 
         Webhooks are stored by position (``reloadTaskFailure.webhooks[0]``);
@@ -329,30 +330,30 @@ class SqliteOutbox:
         position's fingerprint (method and URL) is kept: a delivery follows
         its fingerprint to its new position, or becomes a dead letter when no
         configured webhook has it any more.
+
+        On the writer thread, in the same order as every other write, so
+        that at a reload nothing written with the old keys is left behind
+        and nothing written with the new keys is moved.
         """
-        conn = self._conn
-        assert conn is not None, "open() first"
-        stored = dict(conn.execute("SELECT key, fingerprint FROM webhooks").fetchall())
-        unchanged = {key for key, fp in stored.items() if webhooks.get(key) == fp}
-        taken = set(unchanged)  # positions whose deliveries are settled
-        changes: dict[str, str | None] = {}
-        for key, fp in sorted(stored.items()):
-            if key in unchanged:
-                continue
-            target = next((k for k, f in sorted(webhooks.items()) if f == fp and k not in taken), None)
-            if target is not None:
-                taken.add(target)
-            changes[key] = target
         now = self._reactor.seconds()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        target = dict(webhooks)
+
+        def op(conn: sqlite3.Connection) -> Rebinding:
+            stored = dict(conn.execute("SELECT key, fingerprint FROM webhooks").fetchall())
+            changes = match_webhooks(stored, target)
+            removed: dict[str, int] = {}
             for old, new in changes.items():
                 if new is None:
-                    conn.execute(
-                        "UPDATE deliveries SET state = 'dead', updated_at = ?, last_outcome = "
-                        "'webhook removed from the config, or its URL or method changed' "
+                    removed[old] = conn.execute(
+                        "UPDATE deliveries SET state = 'dead', updated_at = ?, last_outcome = ? "
                         "WHERE webhook_key = ? AND state = 'pending'",
-                        (now, old),
+                        (now, REMOVED, old),
+                    ).rowcount
+                    gone = removed_key(old, stored[old])
+                    conn.execute(
+                        "UPDATE OR REPLACE deliveries SET webhook_key = ?, id = alert_id || '/' || ? "
+                        "WHERE webhook_key = ?",
+                        (gone, gone, old),
                     )
                 else:  # via a temporary key, so that swapped positions never collide
                     conn.execute(
@@ -360,18 +361,20 @@ class SqliteOutbox:
                         "WHERE webhook_key = ?",
                         (_MOVING + new, _MOVING + new, old),
                     )
+            # OR REPLACE: a dead letter left at a position by an older version
+            # (which did not move a removed webhook's deliveries away) gives way.
             conn.execute(
-                "UPDATE deliveries SET webhook_key = substr(webhook_key, ?), id = alert_id || '/' || "
-                "substr(webhook_key, ?) WHERE substr(webhook_key, 1, ?) = ?",
+                "UPDATE OR REPLACE deliveries SET webhook_key = substr(webhook_key, ?), id = alert_id || '/' "
+                "|| substr(webhook_key, ?) WHERE substr(webhook_key, 1, ?) = ?",
                 (len(_MOVING) + 1, len(_MOVING) + 1, len(_MOVING), _MOVING),
             )
             conn.execute("DELETE FROM webhooks")
-            conn.executemany("INSERT INTO webhooks (key, fingerprint) VALUES (?, ?)", list(webhooks.items()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return changes
+            conn.executemany("INSERT INTO webhooks (key, fingerprint) VALUES (?, ?)", list(target.items()))
+            return Rebinding({old: new for old, new in changes.items() if new is not None}, removed)
+
+        d = self._submit(op, wait=True)
+        assert d is not None
+        return d
 
     def requeued(self) -> Deferred[list[Delivery]]:
         """Deliveries that ``butler-tw replay`` re-queued since the last call."""
@@ -415,13 +418,12 @@ class SqliteOutbox:
     def prune(self) -> None:
         """Drop expired keys, old dead letters and alerts no delivery refers to."""
         now = self._reactor.seconds()
+        keptSince = now - self.deadLetterRetention
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM dedup WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM windows WHERE expires_at <= ?", (now,))
-            conn.execute(
-                "DELETE FROM deliveries WHERE state = 'dead' AND updated_at < ?", (now - self._retention,)
-            )
+            conn.execute("DELETE FROM deliveries WHERE state = 'dead' AND updated_at < ?", (keptSince,))
             conn.execute("DELETE FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM deliveries)")
 
         self._submit(op)

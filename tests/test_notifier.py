@@ -117,9 +117,7 @@ class RejectLogTests(SynchronousTestCase):
         self.clock = Clock()
         self.stats = Stats()
         cfg = config()
-        self.notifier = Notifier(
-            cfg, self.clock, MemoryOutbox(), {}, RateLimiter(self.clock, {}), self.stats
-        )
+        self.notifier = Notifier(cfg, self.clock, MemoryOutbox(), {}, RateLimiter(self.clock, {}), self.stats)
 
     def lines(self) -> list[str]:
         return [formatEvent(e) for e in self.events if e.get("log_namespace") == "butler_tw.gate"]

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from butler_tw.alert import EventKind
-from butler_tw.outbox import IOutbox, State
+from butler_tw.outbox import REMOVED, IOutbox, MemoryOutbox, Rebinding, State, match_webhooks, removed_key
 from butler_tw.sqlitestore import DB_NAME, SCHEMA, SqliteOutbox, StoreError, connect
 from tests.test_dedup import ALERT
 
@@ -62,27 +62,90 @@ class SqliteOutboxTests(TestCase):
         conn.close()
         self.assertEqual(rows, [("b", "dead", "HTTP 400"), ("c", "pending", "HTTP 503")])
 
+    def rows(self) -> list[tuple[str, str, str]]:
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        rows = conn.execute("SELECT id, webhook_key, state FROM deliveries ORDER BY webhook_key").fetchall()
+        conn.close()
+        return rows
+
     @inlineCallbacks
     def test_rebindFollowsWebhooksAcrossConfigChanges(self):  # type: ignore[no-untyped-def]
         """Swapped webhooks keep their deliveries; a removed one's become dead letters."""
-        self.assertEqual(self.outbox.rebind({"a": "fa", "b": "fb", "c": "fc"}), {})
+        first = yield self.outbox.rebind({"a": "fa", "b": "fb", "c": "fc"})
+        self.assertEqual(first, Rebinding())
         a, b, c = yield self.outbox.add(ALERT, ["a", "b", "c"], 1000.0)
-        yield self.outbox.flushed()
         # The admin swapped a and b, and replaced c by d (another URL).
-        changes = self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"})
-        self.assertEqual(changes, {"a": "b", "b": "a", "c": None})
+        changes = yield self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"})
+        self.assertEqual(changes, Rebinding(moved={"a": "b", "b": "a"}, removed={"c": 1}))
         pending = yield self.outbox.pending()
         self.assertEqual(
             sorted((d.webhookKey, d.id) for d in pending),
             [("a", f"{ALERT.alertId}/a"), ("b", f"{ALERT.alertId}/b")],
         )
-        # The delivery that was for a's receiver (fingerprint fa) is now b's.
-        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
-        rows = conn.execute("SELECT webhook_key, state FROM deliveries ORDER BY webhook_key").fetchall()
-        conn.close()
-        self.assertEqual(rows, [("a", "pending"), ("b", "pending"), ("c", "dead")])
+        # c's delivery is a dead letter under a key no webhook has.
+        gone = removed_key("c", "fc")
+        self.assertEqual(
+            self.rows(),
+            [
+                (f"{ALERT.alertId}/a", "a", "pending"),
+                (f"{ALERT.alertId}/b", "b", "pending"),
+                (f"{ALERT.alertId}/{gone}", gone, "dead"),
+            ],
+        )
         # Unchanged config: nothing moves.
-        self.assertEqual(self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"}), {})
+        again = yield self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"})
+        self.assertEqual(again, Rebinding())
+
+    @inlineCallbacks
+    def test_rebindRemovedFirstOfTwo(self):  # type: ignore[no-untyped-def]
+        """[A, B] -> [B]: B's delivery moves to A's old position, A's moves out of the way."""
+        yield self.outbox.rebind({"k0": "fa", "k1": "fb"})
+        yield self.outbox.add(ALERT, ["k0", "k1"], 1000.0)
+        changes = yield self.outbox.rebind({"k0": "fb"})
+        self.assertEqual(changes, Rebinding(moved={"k1": "k0"}, removed={"k0": 1}))
+        gone = removed_key("k0", "fa")
+        self.assertEqual(
+            self.rows(), [(f"{ALERT.alertId}/k0", "k0", "pending"), (f"{ALERT.alertId}/{gone}", gone, "dead")]
+        )
+
+    @inlineCallbacks
+    def test_rebindInOrderWithWrites(self):  # type: ignore[no-untyped-def]
+        """Writes queued before a rebind are rebound; those queued after it are not."""
+        yield self.outbox.rebind({"a": "fa"})
+        # In one reactor turn: a (fa) moves to b, and a is now another webhook (fx).
+        adding = self.outbox.add(ALERT, ["a"], 1000.0)
+        rebinding = self.outbox.rebind({"a": "fx", "b": "fa"})
+        later = self.outbox.add(alert(1), ["a"], 1001.0)
+        yield gatherResults([adding, rebinding, later])
+        pending = yield self.outbox.pending()
+        self.assertEqual(
+            sorted((d.alert.executionId, d.webhookKey) for d in pending),
+            sorted([(ALERT.executionId, "b"), (alert(1).executionId, "a")]),
+        )
+
+    def test_memoryOutboxRebinds(self) -> None:
+        """The in-memory outbox pairs webhooks the same way (a reload needs it too)."""
+        outbox = MemoryOutbox()
+        outbox.rebind({"k0": "fa", "k1": "fb"})
+        a, b = self.successResultOf(outbox.add(ALERT, ["k0", "k1"], 1000.0))
+        changes = self.successResultOf(outbox.rebind({"k0": "fb"}))
+        self.assertEqual(changes, Rebinding(moved={"k1": "k0"}, removed={"k0": 1}))
+        self.assertEqual(list(outbox.live.values()), [attrs.evolve(b, webhookKey="k0")])
+        (dead,) = outbox.dead
+        self.assertEqual(
+            (dead.webhookKey, dead.state, dead.lastOutcome), (removed_key("k0", "fa"), State.DEAD, REMOVED)
+        )
+
+    def test_matchWebhooks(self) -> None:
+        self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "1", "b": "2"}), {})
+        self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "2", "b": "1"}), {"a": "b", "b": "a"})
+        # Two webhooks with one fingerprint: settled ones first, then in key order.
+        self.assertEqual(
+            match_webhooks({"a": "1", "b": "1", "c": "3"}, {"b": "1", "c": "1", "d": "3"}),
+            {"a": "c", "c": "d"},
+        )
+        self.assertEqual(match_webhooks({"a": "1"}, {"a": "2"}), {"a": None})
+        self.assertEqual(match_webhooks({}, {"a": "1"}), {})
 
     @inlineCallbacks
     def test_oneDatagramOneTransaction(self):  # type: ignore[no-untyped-def]
