@@ -57,6 +57,22 @@ class Deduplicator:
             self._expiries[key] = max(expiresAt, self._expiries.get(key, 0.0))
         self._expiries = OrderedDict(sorted(self._expiries.items(), key=lambda kv: kv[1]))
 
+    def reconfigure(self, ttl: float) -> None:
+        """Take a new TTL (a configuration reload), keeping the keys already seen.
+
+        As for rate-limit windows: a longer TTL applies to keys seen from now
+        on; a shorter one also to the keys held, each then expiring at the
+        time it was seen plus the new TTL. 0 turns de-duplication off and
+        forgets the keys.
+        """
+        if ttl <= 0:
+            self._expiries.clear()
+        elif 0 < ttl < self._ttl:
+            shift = self._ttl - ttl
+            self._expiries = OrderedDict((key, at - shift) for key, at in self._expiries.items())
+            self._sweep(self._clock.seconds())
+        self._ttl = ttl
+
     def __len__(self) -> int:
         return len(self._expiries)
 

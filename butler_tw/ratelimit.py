@@ -117,6 +117,37 @@ class RateLimiter:
             self._cancel(kind)
             self._arm(kind)
 
+    def reconfigure(self, windows: Mapping[EventKind, float]) -> None:
+        """Take new ``rateLimit`` values (a configuration reload), keeping the open windows.
+
+        A longer window applies to windows opened from now on; the open ones
+        end when they would have. A shorter one also applies to the open
+        windows: each ends at its start plus the new length, never later
+        than it would have (all move by the same amount, so the order
+        holds). A kind whose limit becomes 0 forgets its windows. The store
+        is not rewritten: after a restart, :meth:`restore` clips what it
+        re-arms to the ``rateLimit`` of that time.
+        """
+        now = self._clock.seconds()
+        for kind in {*self._windows, *windows}:
+            window, before = windows.get(kind, 0.0), self._windows.get(kind, 0.0)
+            if window <= 0:
+                self._cancel(kind)
+                self._open.pop(kind, None)
+            elif before <= 0:
+                self._open[kind] = OrderedDict()
+            elif window < before:
+                shift = before - window
+                expiries = self._open[kind]
+                self._open[kind] = OrderedDict(
+                    (task, expiresAt - shift)
+                    for task, expiresAt in expiries.items()
+                    if expiresAt - shift > now
+                )
+                self._cancel(kind)
+                self._arm(kind)
+        self._windows = dict(windows)
+
     def remaining(self, alert: Alert) -> float:
         """Seconds until ``alert``'s task may alert again (0 when it may now)."""
         expiries = self._open.get(alert.kind)

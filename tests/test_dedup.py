@@ -74,3 +74,36 @@ class DeduplicatorTests(SynchronousTestCase):
         self.assertTrue(self.dedup.seen(ALERT))
         self.clock.advance(100)
         self.assertFalse(self.dedup.seen(ALERT))
+
+    def test_reconfigureLongerKeepsKeys(self) -> None:
+        self.dedup.seen(ALERT)
+        self.clock.advance(500)
+        self.dedup.reconfigure(1200)
+        self.assertTrue(self.dedup.seen(ALERT))
+        self.clock.advance(100)  # seen at 0 with 600 s: ended
+        self.assertFalse(self.dedup.seen(ALERT))
+        self.clock.advance(1199)
+        self.assertTrue(self.dedup.seen(ALERT))
+
+    def test_reconfigureShorterEndsKeysSooner(self) -> None:
+        other = attrs.evolve(ALERT, executionId="other")
+        self.dedup.seen(ALERT)
+        self.clock.advance(250)
+        self.dedup.seen(other)
+        self.clock.advance(50)
+        self.dedup.reconfigure(120)  # ALERT seen 300 s ago: forgotten; other 50 s ago: 70 s left
+        self.assertEqual(len(self.dedup), 1)
+        self.assertFalse(self.dedup.seen(ALERT))
+        self.clock.advance(69)
+        self.assertTrue(self.dedup.seen(other))
+        self.clock.advance(1)
+        self.assertFalse(self.dedup.seen(other))
+
+    def test_reconfigureOffAndOn(self) -> None:
+        self.dedup.seen(ALERT)
+        self.dedup.reconfigure(0)
+        self.assertEqual(len(self.dedup), 0)
+        self.assertFalse(self.dedup.seen(ALERT))
+        self.dedup.reconfigure(60)
+        self.assertFalse(self.dedup.seen(ALERT))
+        self.assertTrue(self.dedup.seen(ALERT))

@@ -415,3 +415,79 @@ class RateLimiterRestoreOrderTests(SynchronousTestCase):
         self.limiter.restore([(EventKind.FAILED, task(1), 900.0)])
         self.assertEqual(self.clock.getDelayedCalls(), [call])
         self.assertTrue(call.active())
+
+
+class ReconfigureTests(SynchronousTestCase):
+    """``reconfigure``: new rateLimit values at a reload keep the open windows."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.limiter = RateLimiter(self.clock, {EventKind.FAILED: 300.0, EventKind.ABORTED: 0.0})
+
+    def test_longerWindowLeavesOpenOnesAlone(self) -> None:
+        """An open window ends when it would have; new ones get the new length."""
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(100)
+        self.limiter.reconfigure({EventKind.FAILED: 600.0, EventKind.ABORTED: 0.0})
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_A)))
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 200)
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_B)))
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_B)), 600)
+        self.clock.advance(200)
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.assertEqual(len(self.limiter), 2)
+
+    def test_shorterWindowEndsOpenOnesSooner(self) -> None:
+        """300 s -> 60 s: a window opened 100 s ago has ended; one opened 20 s ago has 40 s left."""
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(80)
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_B)))
+        self.clock.advance(20)
+        self.limiter.reconfigure({EventKind.FAILED: 60.0, EventKind.ABORTED: 0.0})
+        self.assertEqual(len(self.limiter), 1)
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 0)
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_B)), 40)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(40)
+        self.assertEqual(len(self.limiter), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # And the order of expiry still holds for windows opened after the reload.
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(59)
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(1)
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+
+    def test_shorterWindowNeverExtends(self) -> None:
+        """A window about to end is not given the new length from now."""
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(290)
+        self.limiter.reconfigure({EventKind.FAILED: 200.0, EventKind.ABORTED: 0.0})
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 0)
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+
+    def test_zeroForgetsWindows(self) -> None:
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.limiter.reconfigure({EventKind.FAILED: 0.0, EventKind.ABORTED: 0.0})
+        self.assertEqual((len(self.limiter), self.clock.getDelayedCalls()), (0, []))
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+
+    def test_fromZeroStartsLimiting(self) -> None:
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.limiter.reconfigure({EventKind.FAILED: 300.0, EventKind.ABORTED: 30.0})
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.assertFalse(self.limiter.allow(alert(EventKind.ABORTED)))
+        self.clock.advance(30)
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED)))
+
+    def test_restoreAndReleaseAfterReconfigure(self) -> None:
+        """The other operations keep working on a reconfigured kind."""
+        self.limiter.reconfigure({EventKind.FAILED: 0.0, EventKind.ABORTED: 60.0})
+        self.limiter.restore([(EventKind.ABORTED, TASK_A, 1000.0), (EventKind.FAILED, TASK_B, 1000.0)])
+        self.assertEqual(self.limiter.remaining(alert(EventKind.ABORTED, TASK_A)), 60)
+        self.assertTrue(self.limiter.allow(alert(EventKind.FAILED, TASK_B)))
+        self.limiter.release(alert(EventKind.ABORTED, TASK_A))
+        self.assertTrue(self.limiter.allow(alert(EventKind.ABORTED, TASK_A)))
+        self.limiter.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
