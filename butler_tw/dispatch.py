@@ -2,6 +2,8 @@
 
 One ``Dispatcher`` per webhook, so a dead or slow receiver only ever holds
 its own queue: the other webhooks and the UDP intake carry on at full speed.
+A configuration reload that changes, moves or removes a webhook retires its
+dispatcher: the deliveries go to the successor, attempts in flight finish.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from twisted.logger import Logger
 
 from butler_tw.config import Webhook
 from butler_tw.http import Outcome
-from butler_tw.outbox import Delivery, IOutbox, State
+from butler_tw.outbox import REMOVED, Delivery, IOutbox, State, removed_key
 from butler_tw.payload import Request, build_request
 from butler_tw.retry import Verdict, hint_for_status
 from butler_tw.stats import Stats
@@ -53,6 +55,8 @@ class Dispatcher:
         self._inFlight: dict[str, Deferred[Outcome]] = {}
         self._idle: list[Deferred[None]] = []
         self._stopping = False
+        self._retired = False
+        self._successor: Dispatcher | None = None
         self._target = webhook.loggableUrl
         #: Called with each delivery that reached its end (delivered or dead).
         self.onFinal: Callable[[Delivery], None] | None = None
@@ -70,8 +74,12 @@ class Dispatcher:
         """Take a pending delivery; it is attempted when due and a slot is free.
 
         A delivery this dispatcher already holds (the same alert received
-        again with de-duplication off) is not taken twice.
+        again with de-duplication off) is not taken twice. A retired
+        dispatcher passes it on (see :meth:`retire`).
         """
+        if self._retired:
+            self._handOver(delivery)
+            return
         if delivery.id in self._timers or delivery.id in self._inFlight or delivery.id in self._readyIds:
             log.info("Delivery {id} is already queued or in flight", id=delivery.id)
             return
@@ -123,24 +131,32 @@ class Dispatcher:
         now = self._clock.seconds()
         attempts = delivery.attempts + 1
         verdict = outcome.verdict
+        # Retired by a reload while this attempt was in flight: the webhook that
+        # took over decides about a retry, and the delivery is stored under its key.
+        heir = self._heir()
         nextAt: float | None = None
+        lastOutcome = outcome.describe()
         if verdict is Verdict.DELIVERED:
             state = State.DELIVERED
-        elif verdict is Verdict.RETRY and not self._stopping:
-            nextAt = self.webhook.retry.next_attempt_at(
+        elif verdict is Verdict.RETRY and heir is not None and not self._stopping:
+            nextAt = heir.webhook.retry.next_attempt_at(
                 delivery.acceptedAt, attempts, now, outcome.retryAfter, self._rand
             )
             state = State.PENDING if nextAt is not None else State.DEAD
-        elif verdict is Verdict.RETRY:
+        elif verdict is Verdict.RETRY and heir is not None:
             state = State.PENDING  # shutting down: left pending, not given up
+        elif verdict is Verdict.RETRY:
+            state = State.DEAD  # no retry: the webhook was removed from the config
+            lastOutcome = f"{lastOutcome}; {REMOVED}"
         else:
             state = State.DEAD
         updated = attrs.evolve(
             delivery,
+            webhookKey=self._keyNow(),
             attempts=attempts,
             dueAt=nextAt if nextAt is not None else delivery.dueAt,
             state=state,
-            lastOutcome=outcome.describe(),
+            lastOutcome=lastOutcome,
         )
         self._log_attempt(updated, outcome, (now - started) * 1000, nextAt)
         self._stats.incr(f"attempts_{verdict.value}", self.webhook.key)
@@ -151,8 +167,11 @@ class Dispatcher:
         self._outbox.record(updated)
         if state is not State.PENDING and self.onFinal is not None:
             self.onFinal(updated)
-        if nextAt is not None:
-            self._schedule(updated)
+        if nextAt is not None and heir is not None:
+            if heir is self:
+                self._schedule(updated)
+            else:
+                heir.submit(updated)
 
     def _expire(self, delivery: Delivery) -> None:
         dead = attrs.evolve(
@@ -202,7 +221,12 @@ class Dispatcher:
                 line + "; retrying in {wait} s" + ("; {hint}" if hint else ""), wait=wait, hint=hint, **fields
             )
         elif d.state is State.DEAD:
-            why = "permanent failure" if outcome.verdict is Verdict.PERMANENT else "retries exhausted"
+            if outcome.verdict is Verdict.PERMANENT:
+                why = "permanent failure"
+            elif self._heir() is None:
+                why = "the webhook was removed from the config"
+            else:
+                why = "retries exhausted"
             log.error(
                 line + "; giving up ({why})" + ("; {hint}" if hint else ""), why=why, hint=hint, **fields
             )
@@ -231,6 +255,79 @@ class Dispatcher:
             if call.active():
                 call.cancel()
         self._timers.clear()
+        return self._whenIdle()
+
+    def retire(self, successor: Dispatcher | None) -> Deferred[None]:
+        """Hand this webhook over to ``successor`` (a configuration reload replaced it).
+
+        ``successor`` sends to the same receiver (the same method and URL),
+        at this key or another, with the new settings; ``None`` means the
+        webhook was removed from the config or now sends elsewhere.
+
+        What waits (due now, or for a retry) goes to the successor at once,
+        re-timed on its retry schedule when that changed. Attempts in flight
+        are not cancelled: they finish here, on this dispatcher's client, and
+        a retry they need is the successor's. Anything submitted here later
+        (an alert stored just before the reload) is passed on the same way.
+        Without a successor, each delivery ends as a dead letter
+        (:data:`~butler_tw.outbox.REMOVED`), unless an attempt in flight
+        delivers it. The outbox is rebound before this is called, so every
+        record uses the key the delivery has now.
+
+        :return: fires once no attempt is in flight: then close the client.
+        """
+        self._retired = True
+        self._successor = successor
+        waiting = list(self._ready) + [delivery for _, delivery in self._timers.values()]
+        for call, _ in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        self._ready.clear()
+        self._readyIds.clear()
+        for delivery in waiting:
+            self._handOver(delivery)
+        return self._whenIdle()
+
+    def _handOver(self, delivery: Delivery) -> None:
+        successor = self._successor
+        if successor is None:
+            dead = attrs.evolve(delivery, webhookKey=self._keyNow(), state=State.DEAD, lastOutcome=REMOVED)
+            self._stats.incr("deliveries_dead", self.webhook.key)
+            self._outbox.record(dead)
+            if self.onFinal is not None:
+                self.onFinal(dead)
+            return
+        moved = attrs.evolve(delivery, webhookKey=successor.webhook.key)
+        policy = successor.webhook.retry
+        if moved.attempts and policy != self.webhook.retry:
+            # A retry waits as long as the new schedule says. (A Retry-After the
+            # receiver sent is not remembered, so it is not honoured here.)
+            dueAt = policy.next_attempt_at(
+                moved.acceptedAt, moved.attempts, self._clock.seconds(), None, self._rand
+            )
+            if dueAt is not None and dueAt != moved.dueAt:
+                moved = attrs.evolve(moved, dueAt=dueAt)
+                self._outbox.record(moved)
+        successor.submit(moved)
+
+    def _heir(self) -> Dispatcher | None:
+        """Who makes this webhook's next attempts: this dispatcher, its live successor, or nobody."""
+        last = self._last()
+        return None if last._retired else last
+
+    def _keyNow(self) -> str:
+        """The key this webhook's deliveries are stored under now (reloads move and remove)."""
+        last = self._last()
+        return removed_key(last.webhook.key, last.webhook.fingerprint) if last._retired else last.webhook.key
+
+    def _last(self) -> Dispatcher:
+        last = self
+        while last._retired and last._successor is not None:
+            last = last._successor
+        return last
+
+    def _whenIdle(self) -> Deferred[None]:
         if not self._inFlight:
             return succeed(None)
         d: Deferred[None] = Deferred()

@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 from butler_tw.alert import Alert
 from butler_tw.dispatch import Dispatcher
 from butler_tw.http import Outcome
-from butler_tw.outbox import Delivery, IOutbox, MemoryOutbox, State
+from butler_tw.outbox import REMOVED, Delivery, IOutbox, MemoryOutbox, State, removed_key
 from butler_tw.payload import Request
 from butler_tw.retry import RetryPolicy
 from butler_tw.stats import Stats
@@ -320,6 +320,181 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(dispatcher.inFlight, 2)
         self.sender.finish(ERROR)  # retried at once, in the slot it leaves
         self.assertEqual((self.sender.attempts, dispatcher.inFlight, len(self.sender.pending)), (3, 2, 2))
+
+
+class RetireTests(SynchronousTestCase):
+    """``retire``: a reload replaced the webhook; its deliveries go on, none is lost or sent twice."""
+
+    OLD = "reloadTaskFailure.webhooks[0]"
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.outbox = RecordingOutbox()
+        self.stats = Stats()
+        self.finals: list[Delivery] = []
+
+    def dispatcher(
+        self,
+        sender: FakeSender,
+        key: str = OLD,
+        schedule: tuple[float, ...] = (0.0, 10.0, 60.0),
+        timeout: float = 5.0,
+        url: str = "http://127.0.0.1:9/hook",
+    ) -> Dispatcher:
+        webhook = make_webhook(url, retry=RetryPolicy(schedule=schedule), key=key, timeout=timeout)
+        dispatcher = Dispatcher(webhook, sender, self.outbox, self.clock, self.stats, rand=lambda: 0.5)
+        dispatcher.onFinal = self.finals.append
+        return dispatcher
+
+    def submit(self, dispatcher: Dispatcher, n: int = 0) -> Delivery:
+        now = self.clock.seconds()
+        delivery = Delivery(alert(n), dispatcher.webhook.key, acceptedAt=now, dueAt=now)
+        dispatcher.submit(delivery)
+        return delivery
+
+    def last(self, n: int = 0) -> Delivery:
+        """The last state recorded for alert ``n``."""
+        return [d for d in self.outbox.history if d.alert == alert(n)][-1]
+
+    def test_waitingRetryGoesToSuccessor(self) -> None:
+        """Changed settings: a delivery waiting for its retry is attempted by the new dispatcher."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender)
+        self.submit(old)
+        oldSender.finish(ERROR)  # retry due at +10 s
+        new = self.dispatcher(newSender, timeout=1.0)
+        retired = old.retire(new)
+        self.successResultOf(retired)  # nothing in flight
+        self.assertEqual((old.queued, new.queued), (0, 1))
+        self.clock.advance(10)
+        self.assertEqual((oldSender.attempts, newSender.attempts), (1, 1))
+        newSender.finish(OK)
+        self.assertEqual((self.last().state, self.last().attempts), (State.DELIVERED, 2))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual([f.state for f in self.finals], [State.DELIVERED])
+
+    def test_newScheduleRetimesWaitingRetry(self) -> None:
+        """A retry waiting on the old schedule (60 s) is re-timed on the new one (2 s)."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender, schedule=(0.0, 60.0))
+        delivery = self.submit(old)
+        oldSender.finish(ERROR)
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 60)
+        self.clock.advance(1)
+        old.retire(self.dispatcher(newSender, schedule=(0.0, 2.0, 4.0)))
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 2)  # recorded, for a restart
+        self.clock.advance(1)
+        self.assertEqual(newSender.attempts, 1)
+        newSender.finish(ERROR)  # the next retry is on the new schedule too
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 4)
+
+    def test_inFlightAttemptFinishesOnOldClient(self) -> None:
+        """An attempt in flight is not cancelled; the retire Deferred waits for it."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender)
+        self.submit(old)
+        retired = old.retire(self.dispatcher(newSender))
+        self.assertNoResult(retired)
+        self.assertFalse(oldSender.pending[0].called)
+        oldSender.finish(OK)
+        self.successResultOf(retired)
+        self.assertEqual((self.last().state, newSender.attempts), (State.DELIVERED, 0))
+
+    def test_inFlightFailureRetriedBySuccessor(self) -> None:
+        """Moved to another key: the failed attempt is stored under the new key and retried there."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender)
+        self.submit(old)
+        new = self.dispatcher(newSender, key="reloadTaskFailure.webhooks[1]", schedule=(0.0, 3.0))
+        retired = old.retire(new)
+        oldSender.finish(ERROR)
+        self.successResultOf(retired)
+        pending = self.last()
+        self.assertEqual(
+            (pending.webhookKey, pending.state), ("reloadTaskFailure.webhooks[1]", State.PENDING)
+        )
+        self.assertEqual(pending.dueAt, pending.acceptedAt + 3)  # the successor's schedule
+        self.clock.advance(3)
+        self.assertEqual((oldSender.attempts, newSender.attempts), (1, 1))
+        self.assertEqual(
+            dict(newSender.requests[0].headers)["webhook-id"],
+            dict(oldSender.requests[0].headers)["webhook-id"],
+        )
+
+    def test_submittedAfterRetirePassedOn(self) -> None:
+        """An alert stored just before the reload reaches the successor, with its key."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender)
+        new = self.dispatcher(newSender, key="reloadTaskFailure.webhooks[2]")
+        old.retire(new)
+        delivery = self.submit(old)
+        self.assertEqual((oldSender.attempts, newSender.attempts), (0, 1))
+        newSender.finish(OK)
+        self.assertEqual(self.last().id, f"{delivery.alert.alertId}/reloadTaskFailure.webhooks[2]")
+
+    def test_removedWaitingBecomeDeadLetters(self) -> None:
+        """No successor: what waits is a dead letter at once, under the removed key."""
+        sender = FakeSender()
+        old = self.dispatcher(sender)
+        self.submit(old, 0)
+        sender.finish(ERROR)  # waiting for its retry
+        self.successResultOf(old.retire(None))
+        dead = self.last(0)
+        gone = removed_key(self.OLD, old.webhook.fingerprint)
+        self.assertEqual((dead.webhookKey, dead.state, dead.lastOutcome), (gone, State.DEAD, REMOVED))
+        self.assertEqual(self.finals, [dead])
+        self.assertEqual(self.stats.get("deliveries_dead", self.OLD), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Submitted later: dead too, never attempted.
+        self.submit(old, 1)
+        self.assertEqual((self.last(1).state, sender.attempts), (State.DEAD, 1))
+
+    def test_removedInFlight(self) -> None:
+        """No successor: an attempt in flight may still deliver; a failed one is not retried."""
+        sender = FakeSender()
+        old = self.dispatcher(sender)
+        self.submit(old, 0)
+        self.submit(old, 1)
+        retired = old.retire(None)
+        sender.finish(OK)
+        sender.finish(ERROR)
+        self.successResultOf(retired)
+        self.assertEqual(self.last(0).state, State.DELIVERED)
+        dead = self.last(1)
+        self.assertEqual((dead.state, dead.lastOutcome), (State.DEAD, f"HTTP 500; {REMOVED}"))
+        self.assertEqual(dead.webhookKey, removed_key(self.OLD, old.webhook.fingerprint))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_twoReloadsInARow(self) -> None:
+        """Retired twice while one attempt is in flight: the last successor retries it."""
+        a, b, c = FakeSender(), FakeSender(), FakeSender()
+        first = self.dispatcher(a)
+        self.submit(first)
+        second = self.dispatcher(b, key="k1")
+        third = self.dispatcher(c, key="k2")
+        retired = first.retire(second)
+        self.successResultOf(second.retire(third))
+        a.finish(ERROR)
+        self.successResultOf(retired)
+        self.assertEqual(self.last().webhookKey, "k2")
+        self.clock.advance(10)
+        self.assertEqual((a.attempts, b.attempts, c.attempts), (1, 0, 1))
+
+    def test_stopWhileRetiring(self) -> None:
+        """Shutdown during a retirement: the attempt in flight is waited for, its retry left pending."""
+        oldSender = FakeSender()
+        old = self.dispatcher(oldSender)
+        new = self.dispatcher(FakeSender())
+        self.submit(old)
+        old.retire(new)
+        new.stop()
+        stopped = old.stop()
+        self.assertNoResult(stopped)
+        oldSender.finish(ERROR)
+        self.successResultOf(stopped)
+        self.assertEqual(self.last().state, State.PENDING)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class DispatcherNetworkTests(TestCase):
