@@ -292,9 +292,10 @@ class Dispatcher:
     def _handOver(self, delivery: Delivery) -> None:
         successor = self._successor
         if successor is None:
+            # Pending in the outbox under the old key until the rebind, which
+            # was queued first and has made it this dead letter: only count it.
             dead = attrs.evolve(delivery, webhookKey=self._keyNow(), state=State.DEAD, lastOutcome=REMOVED)
             self._stats.incr("deliveries_dead", self.webhook.key)
-            self._outbox.record(dead)
             if self.onFinal is not None:
                 self.onFinal(dead)
             return

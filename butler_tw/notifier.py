@@ -76,6 +76,16 @@ class Notifier:
         else:
             self._gate.reject(data, source, result)
 
+    def reconfigure(self, config: Config, gate: Gate) -> None:
+        """Take a reloaded configuration (routes, message queue) and its intake gate.
+
+        The dispatchers are the ones in the mapping given at construction,
+        which the owner updates in the same reactor turn.
+        """
+        old, self._gate = self._gate, gate
+        self._config = config
+        old.stop()
+
     def stop(self) -> None:
         """On shutdown: summarise what the log throttles swallowed, cancel their timers."""
         self._gate.stop()
@@ -130,9 +140,12 @@ class Notifier:
                     pct=100 * self._config.backpressureThreshold,
                     max=self._config.maxBufferedAlerts,
                 )
+        # The dispatchers of now: should a reload replace one before the alert
+        # is stored, the retired dispatcher passes its delivery on.
+        targets = [self._dispatchers[key] for key in keys]
         d = self._outbox.add(alert, keys, self._clock.seconds())
         d.addBoth(self._stored)
-        d.addCallback(self._dispatch)
+        d.addCallback(self._dispatch, targets)
         d.addErrback(
             lambda f: log.failure("Could not store the alert for task {taskId}", f, taskId=alert.taskId)
         )
@@ -202,12 +215,12 @@ class Notifier:
             "Also not sent in the last {period:g} s: {details}", period=self._dropLog.period, details=details
         )
 
-    def _dispatch(self, deliveries: list[Delivery]) -> None:
+    def _dispatch(self, deliveries: list[Delivery], targets: list[Dispatcher]) -> None:
         if deliveries:
             self._open[deliveries[0].alert.alertId] = [len(deliveries), 0, len(deliveries)]
-        for delivery in deliveries:
+        for delivery, dispatcher in zip(deliveries, targets, strict=True):
             self._stats.incr("deliveries_created", delivery.webhookKey)
-            self._dispatchers[delivery.webhookKey].submit(delivery)
+            dispatcher.submit(delivery)
 
     def delivery_finished(self, delivery: Delivery) -> None:
         """Note a delivery's end; when every webhook of an alert failed, say so loudly.

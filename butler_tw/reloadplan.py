@@ -82,12 +82,16 @@ class ReloadPlan:
         return bool(self.replaced or self.removed or self.added)
 
 
-def plan_reload(running: Config, new: Config) -> ReloadPlan:
+def plan_reload(running: Config, new: Config, started: Config | None = None) -> ReloadPlan:
     """Compare the running configuration with a newly read one.
 
     Webhooks are paired by :func:`~butler_tw.outbox.match_webhooks`, the
     pairing the outbox makes on disk, so the deliveries in memory go where
     their rows go.
+
+    :param started: the configuration the process started with, for the
+        settings only a restart applies (default: ``running``): one changed
+        at an earlier reload still needs that restart.
     """
     before = {w.key: w for w in running.webhooks}
     after = {w.key: w for w in new.webhooks}
@@ -116,7 +120,7 @@ def plan_reload(running: Config, new: Config) -> ReloadPlan:
         removed=tuple(removed),
         added=tuple(added),
         settings=tuple(setting_changes(running, new)),
-        restart=tuple(restart_needed(running, new)),
+        restart=tuple(restart_needed(started or running, new)),
     )
 
 

@@ -1,8 +1,12 @@
-"""The notifier service: owns the dispatchers, clients, limiter and outbox."""
+"""The notifier service: owns the dispatchers, clients, limiter and outbox.
+
+At a configuration reload it swaps in the new webhooks' dispatchers and
+clients (:meth:`NotifierService.replaceWebhooks`) and retires the old ones.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 import attrs
 from twisted.application.service import Service
@@ -28,14 +32,18 @@ class NotifierService(Service):
 
     ``MultiService`` waits forever for a child's stop, so every wait here is
     bounded: in-flight attempts get ``grace`` seconds, then are cancelled.
+
+    :param dispatchers: webhook key -> its dispatcher, and ``clients`` its
+        client: mappings shared with the ``Notifier`` (and whatever reports
+        on them), which :meth:`replaceWebhooks` updates in place.
     """
 
     def __init__(
         self,
         clock: IReactorTime,
         outbox: IOutbox,
-        dispatchers: Mapping[str, Dispatcher],
-        clients: Mapping[str, WebhookClient],
+        dispatchers: MutableMapping[str, Dispatcher],
+        clients: MutableMapping[str, WebhookClient],
         limiter: RateLimiter,
         stats: Stats,
         grace: float,
@@ -50,7 +58,10 @@ class NotifierService(Service):
         self._clients = clients
         self._limiter = limiter
         self._stats = stats
-        self._grace = grace
+        #: Seconds attempts in flight get at a stop (``shutdownGracePeriod``; a reload may change it).
+        self.grace = grace
+        # Dispatchers a reload replaced, until their attempts in flight end: -> their clients.
+        self._retiring: dict[Dispatcher, WebhookClient] = {}
         self._dedup = dedup
         self._retryResume: Any = None
         self._onStop = onStop
@@ -107,20 +118,24 @@ class NotifierService(Service):
             self._retryResume = self._clock.callLater(10, self._resumePending)
 
         self._retryResume = None
+        # The keys of rows read are those of the dispatchers at the time of the
+        # read's submission (outbox operations run in order): look them up there.
         self._outbox.pending().addCallbacks(
-            self._resume, failed, callbackArgs=("Resumed {n} pending deliveries",)
+            self._resume, failed, callbackArgs=("Resumed {n} pending deliveries", dict(self._dispatchers))
         )
 
     def _pickUpReplays(self) -> Deferred[None]:
         d: Deferred[Any] = self._outbox.requeued()
-        d.addCallback(self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`")
+        d.addCallback(
+            self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`", dict(self._dispatchers)
+        )
         # An error must not end the LoopingCall: log it, try again at the next tick.
         return d.addErrback(lambda f: log.error("Could not check for replays: {error}", error=str(f.value)))
 
-    def _resume(self, deliveries: list, message: str) -> None:  # type: ignore[type-arg]
+    def _resume(self, deliveries: list, message: str, dispatchers: Mapping[str, Dispatcher]) -> None:  # type: ignore[type-arg]
         resumed = 0
         for delivery in deliveries:
-            dispatcher = self._dispatchers.get(delivery.webhookKey)
+            dispatcher = dispatchers.get(delivery.webhookKey)
             if dispatcher is not None:
                 dispatcher.submit(delivery)
                 resumed += 1
@@ -138,6 +153,45 @@ class NotifierService(Service):
         if resumed:
             log.info(message, n=resumed)
 
+    def replaceWebhooks(
+        self,
+        dispatchers: Mapping[str, Dispatcher],
+        clients: Mapping[str, WebhookClient],
+        successors: Mapping[str, str | None],
+    ) -> Deferred[Rebinding | None]:
+        """Switch to the webhooks of a reloaded configuration, in this reactor turn.
+
+        :param dispatchers: one per webhook of the new configuration, and
+            ``clients`` their clients; for a webhook kept as it was, the
+            running ones.
+        :param successors: for each running webhook not kept, the key of
+            the new one that takes over its deliveries, or ``None`` when it
+            was removed (see :meth:`Dispatcher.retire`).
+        :return: the outbox's rebind, which fires once it is committed.
+
+        The rebind is queued first: outbox writes run in order, so every row
+        written with the old keys is rebound and every write from now on,
+        with the new keys, comes after. Retired dispatchers keep their
+        clients until their attempts in flight end; then the clients close.
+        """
+        rebinding = self._outbox.rebind({key: d.webhook.fingerprint for key, d in dispatchers.items()})
+        before, beforeClients = dict(self._dispatchers), dict(self._clients)
+        self._dispatchers.clear()
+        self._dispatchers.update(dispatchers)
+        self._clients.clear()
+        self._clients.update(clients)
+        for key, newKey in sorted(successors.items()):
+            dispatcher, client = before[key], beforeClients[key]
+            self._retiring[dispatcher] = client
+            retired = dispatcher.retire(None if newKey is None else dispatchers[newKey])
+            retired.addCallback(self._retired, dispatcher)
+        return rebinding
+
+    def _retired(self, _: None, dispatcher: Dispatcher) -> None:
+        client = self._retiring.pop(dispatcher, None)
+        if client is not None:
+            client.close().addErrback(lambda f: log.failure("Closing a replaced webhook's connections", f))
+
     @inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
@@ -149,12 +203,15 @@ class NotifierService(Service):
         if self._onStop is not None:
             self._onStop()
         self._limiter.stop()
-        stops = [d.stop() for d in self._dispatchers.values()]
-        inFlight = sum(d.inFlight for d in self._dispatchers.values())
+        # Dispatchers a reload retired may still have attempts in flight: they get the grace too.
+        dispatchers = [*self._dispatchers.values(), *self._retiring]
+        clients = [*self._clients.values(), *self._retiring.values()]
+        stops = [d.stop() for d in dispatchers]
+        inFlight = sum(d.inFlight for d in dispatchers)
         if inFlight:
             log.info(
                 "Stopping: waiting up to {grace:g} s for {n} attempts in flight",
-                grace=self._grace,
+                grace=self.grace,
                 n=inFlight,
             )
         # Time out a Deferred of our own, not the DeferredList: cancelling a
@@ -165,18 +222,18 @@ class NotifierService(Service):
         DeferredList(stops, consumeErrors=True).addBoth(  # type: ignore[arg-type]
             lambda _: None if waiting.called else waiting.callback(None)
         )
-        waiting.addTimeout(self._grace, self._clock)
+        waiting.addTimeout(self.grace, self._clock)
         try:
             yield waiting
         except (TimeoutError, Exception):
             log.warn(
-                "Stopping: grace period of {grace:g} s over, cancelling attempts in flight", grace=self._grace
+                "Stopping: grace period of {grace:g} s over, cancelling attempts in flight", grace=self.grace
             )
-            for dispatcher in self._dispatchers.values():
+            for dispatcher in dispatchers:
                 dispatcher.abort()
-        left = sum(d.unattempted() for d in self._dispatchers.values())
+        left = sum(d.unattempted() for d in dispatchers)
         if left:
             log.warn("Stopping: {n} deliveries not attempted are left pending in the outbox", n=left)
-        yield DeferredList([c.close() for c in self._clients.values()])
+        yield DeferredList([c.close() for c in clients])
         yield self._outbox.close()
         log.info("Stopped. Counters: {counters}", counters=self._stats.snapshot(), butler_tw_lifecycle=True)

@@ -63,6 +63,29 @@ def resolve_blocking(name: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def resolve_all(
+    names: Iterable[str], resolve: Callable[[str], list[str]] = resolve_blocking
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Resolve each name, blocking: (name -> addresses, name -> why it did not resolve)."""
+    failed: dict[str, str] = {}
+    resolved: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            resolved[name] = resolve(name)
+        except OSError as e:
+            failed[name] = e.strerror or str(e)
+    return resolved, failed
+
+
+def unusable(failed: Mapping[str, str]) -> str:
+    """The config problem when source validation is on and no entry is usable (we fail closed)."""
+    reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failed.items()))
+    return (
+        "Butler.udpServerConfig.allowedSources: no entry is usable, so every datagram would be "
+        f"refused ({reasons}). Fix the names or list addresses"
+    )
+
+
 @attrs.define
 class SourceFilter:
     """Decides whether a datagram's source address may send.
@@ -75,10 +98,18 @@ class SourceFilter:
     names: dict[str, frozenset[Address]] = attrs.field(factory=dict)
 
     @classmethod
-    def from_entries(cls, entries: Iterable[Network | str]) -> SourceFilter:
+    def from_entries(
+        cls, entries: Iterable[Network | str], previous: SourceFilter | None = None
+    ) -> SourceFilter:
+        """A filter for ``entries``; names ``previous`` knew start with its addresses.
+
+        At a configuration reload that keeps a name, a DNS hiccup then
+        neither opens nor closes the gate, just as between two refreshes.
+        """
         entries = list(entries)
         networks = tuple(e for e in entries if not isinstance(e, str))
-        names = {e: frozenset[Address]() for e in entries if isinstance(e, str)}
+        known = previous.names if previous is not None else {}
+        names = {e: known.get(e, frozenset[Address]()) for e in entries if isinstance(e, str)}
         return cls(networks, names)
 
     def allows(self, source: str) -> bool:
@@ -118,13 +149,7 @@ class SourceFilter:
 
         :returns: name -> why it did not resolve, for the names that did not.
         """
-        failed: dict[str, str] = {}
-        resolved: dict[str, list[str]] = {}
-        for name in self.names:
-            try:
-                resolved[name] = resolve(name)
-            except OSError as e:
-                failed[name] = e.strerror or str(e)
+        resolved, failed = resolve_all(self.names, resolve)
         self.update(resolved)
         return failed
 

@@ -12,25 +12,18 @@ import socket
 import sys
 
 from twisted.application import internet, service
-from twisted.internet import threads
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 from twisted.python import usage
 
 from butler_tw import __version__
 from butler_tw.config import Config, ConfigError, load_config
-from butler_tw.dedup import Deduplicator
-from butler_tw.dispatch import Dispatcher
-from butler_tw.gate import Gate
-from butler_tw.http import WebhookClient
 from butler_tw.intake import LogAppenderProtocol
 from butler_tw.logsetup import configure as configure_logging
-from butler_tw.notifier import Notifier
 from butler_tw.outbox import IOutbox, MemoryOutbox
-from butler_tw.ratelimit import RateLimiter
-from butler_tw.service import NotifierService
-from butler_tw.sourcelimit import SourceRateLimit
-from butler_tw.sources import RESOLVE_EVERY, SourceFilter, resolve_blocking
+from butler_tw.pipeline import Pipeline
+from butler_tw.reloader import Reloader
+from butler_tw.sources import RESOLVE_EVERY, SourceFilter, unusable
 from butler_tw.sqlitestore import SqliteOutbox, StoreError, connect, db_path
 from butler_tw.stats import Stats
 
@@ -100,14 +93,7 @@ def allowed_sources(config: Config) -> SourceFilter | None:
     sources = SourceFilter.from_entries(config.allowedSources)
     failed = sources.resolve_now()
     if not sources.usable():
-        reasons = "; ".join(f"{name}: {why}" for name, why in sorted(failed.items()))
-        raise ConfigError(
-            "config",
-            [
-                "Butler.udpServerConfig.allowedSources: no entry is usable, so every datagram would be "
-                f"refused ({reasons}). Fix the names or list addresses"
-            ],
-        )
+        raise ConfigError("config", [unusable(failed)])
     for name, why in sorted(failed.items()):
         log.warn(
             "Allowed source {name} does not resolve ({why}): datagrams from it are refused until it does "
@@ -132,48 +118,21 @@ def makeService(options: Options) -> service.IService:
     else:
         outbox = SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
         log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
-    clients = {w.key: WebhookClient(w, reactor) for w in config.webhooks}
-    dispatchers = {
-        w.key: Dispatcher(w, clients[w.key], outbox, reactor, stats)
-        for w in config.webhooks  # type: ignore[arg-type]
-    }
-    limiter = RateLimiter(
-        reactor,  # type: ignore[arg-type]
-        {kind: route.rateLimit for kind, route in config.routes.items()},
-        onChange=lambda kind, task, expiresAt: outbox.remember("windows", kind, task, expiresAt),
-    )
-    dedup = Deduplicator(
-        reactor,  # type: ignore[arg-type]
-        config.dedupTtl,
-        onRemember=lambda kind, execution, expiresAt: outbox.remember("dedup", kind, execution, expiresAt),
-    )
-    sources: SourceFilter | None = getattr(options, "sources", None)
-    perSource = SourceRateLimit(reactor, config.sourceRateLimit) if config.sourceRateLimit else None  # type: ignore[arg-type]
-    gate = Gate(reactor, stats, config.maxMessageSize, sources, perSource)  # type: ignore[arg-type]
-    notifier = Notifier(config, reactor, outbox, dispatchers, limiter, stats, dedup, gate)  # type: ignore[arg-type]
-    for dispatcher in dispatchers.values():
-        dispatcher.onFinal = notifier.delivery_finished
+    pipeline = Pipeline(reactor, config, outbox, stats, getattr(options, "sources", None))
 
     top = service.MultiService()
-    notifierService = NotifierService(
-        reactor,
-        outbox,
-        dispatchers,
-        clients,
-        limiter,
-        stats,
-        config.shutdownGrace,
-        dedup,  # type: ignore[arg-type]
-        onStop=notifier.stop,
-    )
-    notifierService.setServiceParent(top)
+    pipeline.service.setServiceParent(top)
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
-        LogAppenderProtocol(notifier.datagram, receiveBuffer=config.receiveBuffer),
+        LogAppenderProtocol(pipeline.notifier.datagram, receiveBuffer=config.receiveBuffer),
         interface=options.listenAddress,
         maxPacketSize=MAX_PACKET_SIZE,
     )
     udp.setServiceParent(top)
+    listening = f"{options.listenAddress}:{config.udpPort}"
+    if ":" in options.listenAddress:
+        listening = f"[{options.listenAddress}]:{config.udpPort}"
+    Reloader(reactor, os.path.abspath(options["config"]), pipeline, listening).setServiceParent(top)
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         log.info,
         "butler-tw is running: {n} webhook(s), UDP {host}:{port}",
@@ -182,12 +141,9 @@ def makeService(options: Options) -> service.IService:
         host=options.listenAddress,
         port=config.udpPort,
     )
-    if sources is not None and sources.names:
-        refresh = internet.TimerService(  # type: ignore[no-untyped-call]
-            RESOLVE_EVERY,
-            lambda: sources.refresh(lambda name: threads.deferToThread(resolve_blocking, name)),
-        )
-        refresh.setServiceParent(top)
+    # Always there: a reload may bring host names into the allow-list.
+    refresh = internet.TimerService(RESOLVE_EVERY, pipeline.refreshSources)  # type: ignore[no-untyped-call]
+    refresh.setServiceParent(top)
     return top
 
 
