@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from butler_tw import tryout
 from butler_tw.alert import EventKind
 from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
-from butler_tw.outbox import Delivery
+from butler_tw.outbox import Delivery, describe_key
 from butler_tw.sources import SourceFilter
 from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows
 from butler_tw.tap import allowed_sources, resolve_listen_host
@@ -377,7 +377,7 @@ def _row(d: Delivery, names: dict[str, str]) -> tuple[str, ...]:
         d.state.value,
         d.alert.kind.value,
         f"{d.alert.taskName} ({d.alert.taskId})",
-        names.get(d.webhookKey, d.webhookKey + " (no longer configured)"),
+        describe_key(d.webhookKey, names),
         str(d.attempts),
         d.lastOutcome or "-",
         due,

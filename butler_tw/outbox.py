@@ -34,6 +34,17 @@ def removed_key(key: str, fingerprint: str) -> str:
     return f"{key}@removed-{fingerprint}"
 
 
+def describe_key(key: str, names: Mapping[str, str]) -> str:
+    """How the admin command names the webhook of a stored delivery.
+
+    :param names: config key -> webhook name, for the webhooks configured now.
+    """
+    if key in names:
+        return names[key]
+    position, removed, _ = key.partition("@removed-")
+    return f"{position} (removed)" if removed else f"{key} (no longer configured)"
+
+
 class State(enum.Enum):
     PENDING = "pending"
     DELIVERED = "delivered"

@@ -12,7 +12,16 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from butler_tw.alert import EventKind
-from butler_tw.outbox import REMOVED, IOutbox, MemoryOutbox, Rebinding, State, match_webhooks, removed_key
+from butler_tw.outbox import (
+    REMOVED,
+    IOutbox,
+    MemoryOutbox,
+    Rebinding,
+    State,
+    describe_key,
+    match_webhooks,
+    removed_key,
+)
 from butler_tw.sqlitestore import DB_NAME, SCHEMA, SqliteOutbox, StoreError, connect
 from tests.test_dedup import ALERT
 
@@ -135,6 +144,15 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(
             (dead.webhookKey, dead.state, dead.lastOutcome), (removed_key("k0", "fa"), State.DEAD, REMOVED)
         )
+
+    def test_describeKey(self) -> None:
+        names = {"reloadTaskFailure.webhooks[0]": "Teams"}
+        self.assertEqual(describe_key("reloadTaskFailure.webhooks[0]", names), "Teams")
+        self.assertEqual(
+            describe_key(removed_key("reloadTaskFailure.webhooks[0]", "fa"), names),
+            "reloadTaskFailure.webhooks[0] (removed)",
+        )
+        self.assertEqual(describe_key("x", names), "x (no longer configured)")
 
     def test_matchWebhooks(self) -> None:
         self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "1", "b": "2"}), {})
