@@ -25,6 +25,13 @@ same directory, config, state and UDP port::
     exit = yield daemon.kill()
     again = daemon.successor(self)
     yield again.start()
+
+For a configuration reload, :meth:`Daemon.rewrite` replaces the file and
+:meth:`Daemon.hangup` sends SIGHUP::
+
+    daemon.rewrite(make_config(failure=[...]))
+    mark = daemon.hangup()
+    yield daemon.waitForOutput("Reloaded", since=mark)
 """
 
 from __future__ import annotations
@@ -205,30 +212,12 @@ class Daemon:
             self.directory = os.path.abspath(testCase.mktemp())
             os.makedirs(self.directory)
             self.udpPort = free_udp_port()
-            doc = _deepcopy(config)
-            butler = doc.setdefault("Butler", {})
-            # Keys the test gives (hardening settings, say) are kept; the rest are filled in.
-            udp = butler.setdefault("udpServerConfig", {})
-            udp.setdefault("enable", True)
-            udp.setdefault("serverHost", HOST)
-            self.udpPort = udp.setdefault("portTaskFailure", self.udpPort)
-            # The daemon's default (./state in its working directory), made
-            # absolute so that `butler-tw` run by the test finds it too.
-            ours = doc.get("butlerWebhook")
-            if ours is None:
-                ours = doc["butlerWebhook"] = {}
-            if isinstance(ours, dict):
-                ours.setdefault("stateDir", os.path.join(self.directory, "state"))
-                self.stateDir = os.path.join(self.directory, str(ours["stateDir"]))
-            else:
-                self.stateDir = os.path.join(self.directory, "state")
             self.configPath = os.path.join(self.directory, "butler.yaml")
-            with open(self.configPath, "w", encoding="utf-8") as f:
-                yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
+            self.udpPort, self.stateDir = self._write(config)
         self._stdout = bytearray()
         self._stderr = bytearray()
         self._all = bytearray()
-        self._waiters: list[tuple[bytes, Deferred[str]]] = []
+        self._waiters: list[tuple[bytes, int, Deferred[str]]] = []
         self._endWaiters: list[Deferred[Exit]] = []
         self._transport: Any = None
         self._exit: Exit | None = None
@@ -237,6 +226,42 @@ class Daemon:
         self._killed = False
         self._killCall: Any = None
         testCase.addCleanup(self._cleanup)
+
+    def _write(self, config: Mapping[str, Any]) -> tuple[int, str]:
+        """Write ``config`` to :attr:`configPath`, completed; its UDP port and state directory."""
+        doc = _deepcopy(config)
+        butler = doc.setdefault("Butler", {})
+        # Keys the test gives (hardening settings, say) are kept; the rest are filled in.
+        udp = butler.setdefault("udpServerConfig", {})
+        udp.setdefault("enable", True)
+        udp.setdefault("serverHost", HOST)
+        port = udp.setdefault("portTaskFailure", self.udpPort)
+        # The daemon's default (./state in its working directory), made
+        # absolute so that `butler-tw` run by the test finds it too.
+        ours = doc.get("butlerWebhook")
+        if ours is None:
+            ours = doc["butlerWebhook"] = {}
+        if isinstance(ours, dict):
+            ours.setdefault("stateDir", os.path.join(self.directory, "state"))
+            stateDir = os.path.join(self.directory, str(ours["stateDir"]))
+        else:
+            stateDir = os.path.join(self.directory, "state")
+        with open(self.configPath, "w", encoding="utf-8") as f:
+            yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
+        return port, stateDir
+
+    def rewrite(self, config: Mapping[str, Any]) -> None:
+        """Replace the config file, completed as at start (same UDP port and stateDir unless given).
+
+        The running daemon reads it at the next :meth:`hangup`.
+        """
+        self._write(config)
+
+    def hangup(self) -> int:
+        """SIGHUP (what ``systemctl reload`` sends); returns :meth:`mark`, to wait for what follows."""
+        mark = self.mark()
+        self._signal("HUP")
+        return mark
 
     @property
     def outboxPath(self) -> str:
@@ -264,28 +289,33 @@ class Daemon:
         (self._stdout if fd == 1 else self._stderr).extend(data)
         self._all.extend(data)
         still = []
-        for needle, d in self._waiters:
-            if needle in self._all:
+        for needle, since, d in self._waiters:
+            if self._all.find(needle, since) >= 0:
                 d.callback(self.output)
             else:
-                still.append((needle, d))
+                still.append((needle, since, d))
         self._waiters = still
 
-    def waitForOutput(self, text: str, timeout: float = START_TIMEOUT) -> Deferred[str]:
-        """Fires with the output once ``text`` is in it; fails on exit or after ``timeout``."""
+    def mark(self) -> int:
+        """Where the output is now: give it to :meth:`waitForOutput` to wait for what comes after."""
+        return len(self._all)
+
+    def waitForOutput(self, text: str, timeout: float = START_TIMEOUT, since: int = 0) -> Deferred[str]:
+        """Fires with the output once ``text`` is in it (after :meth:`mark` ``since``);
+        fails on exit or after ``timeout``."""
         needle = text.encode("utf-8")
-        if needle in self._all:
+        if self._all.find(needle, since) >= 0:
             return succeed(self.output)
         if self._exit is not None:
             return _failed(DaemonError(f"the daemon exited without printing {text!r}:\n{self.tail()}"))
-        entry: tuple[bytes, Deferred[str]]
+        entry: tuple[bytes, int, Deferred[str]]
 
         def cancel(d: Deferred[str]) -> None:
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
         d: Deferred[str] = Deferred(cancel)
-        entry = (needle, d)
+        entry = (needle, since, d)
         self._waiters.append(entry)
         return within(d, timeout, f"the line {text!r}", self)
 
@@ -408,7 +438,7 @@ class Daemon:
             stderr=self._stderr.decode("utf-8", "replace"),
         )
         waiters, self._waiters = self._waiters, []
-        for needle, d in waiters:
+        for needle, _, d in waiters:
             d.errback(
                 DaemonError(
                     f"the daemon exited ({_describe(self._exit)}) without printing "

@@ -164,7 +164,8 @@ class ReloaderTests(SynchronousTestCase):
         self.assertEqual(live.webhookKey, f"{FAIL}.webhooks[0]")  # Stays moved up, its delivery with it
         (summary,) = [line for line in self.lines() if line.startswith("Reloaded")]
         self.assertIn(
-            f"1 webhook removed ({FAIL}.webhooks[0] 'Gone': 1 pending delivery kept as a dead letter)", summary
+            f"1 webhook removed ({FAIL}.webhooks[0] 'Gone': 1 pending delivery kept as a dead letter)",
+            summary,
         )
         self.assertIn(
             f"1 moved ({FAIL}.webhooks[1] 'Stays' -> {FAIL}.webhooks[0], deliveries follow)", summary
