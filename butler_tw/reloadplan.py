@@ -261,8 +261,7 @@ def summary(source: str, plan: ReloadPlan, rebinding: Rebinding | None) -> str:
                 else _count(n, "pending delivery", "pending deliveries")
                 + (" kept as a dead letter" if n == 1 else " kept as dead letters")
             )
-            why = "" if not any(a.key == w.key for a in plan.added) else "URL or method changed, "
-            details.append(f"{_label(w)}: {why}{kept}")
+            details.append(f"{_label(w)}: {kept}")
         webhooks(len(plan.removed), "removed", details)
     moved = [r for r in plan.replaced if r.moved]
     if moved:

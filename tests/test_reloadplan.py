@@ -311,7 +311,7 @@ class WordsTests(SynchronousTestCase):
             line,
             "Reloaded butler.yaml: "
             "1 webhook added (reloadTaskFailure.webhooks[2]: GET http://10.0.0.7:80/c), "
-            "1 removed (reloadTaskFailure.webhooks[2]: URL or method changed, 1 pending delivery kept as a dead letter), "
+            "1 removed (reloadTaskFailure.webhooks[2]: 1 pending delivery kept as a dead letter), "
             "2 moved (reloadTaskFailure.webhooks[0] 'Teams' -> reloadTaskFailure.webhooks[1], "
             "description 'Teams' -> '', deliveries follow; "
             "reloadTaskFailure.webhooks[1] 'Pager' -> reloadTaskFailure.webhooks[0], timeout 10 s -> 5 s, "
