@@ -116,13 +116,15 @@ class Pipeline:
         :param sources: the allow-list for ``config``, names resolved.
         :return: fires with what the outbox rebind did, once committed.
         """
+        # Everything new is built before anything running is changed.
         dispatchers = {w.key: self.dispatchers[w.key] for w in plan.kept}
         clients = {w.key: self.clients[w.key] for w in plan.kept}
         for w in [r.new for r in plan.replaced] + list(plan.added):
             dispatchers[w.key], clients[w.key] = self._webhook(w)
+        gate = self._gate(config, sources)
         self.limiter.reconfigure(rate_limits(config))
         self.dedup.reconfigure(config.dedupTtl)
-        self.notifier.reconfigure(config, self._gate(config, sources))
+        self.notifier.reconfigure(config, gate)
         self._outbox.deadLetterRetention = config.deadLetterRetention
         self.service.grace = config.shutdownGrace
         self.config, self.sources = config, sources

@@ -100,17 +100,22 @@ class Reloader(Service):
         self._inThread = inThread
         self._setSignal = setSignal
         self._previousHandler: Any = None
+        self._installed = False
         self._busy = False
         self._queued: list[Deferred[None]] = []
 
     def startService(self) -> None:
         super().startService()
         self._previousHandler = self._setSignal(signal.SIGHUP, self._onSignal)
+        self._installed = True
 
     def stopService(self) -> None:
         """Put the previous SIGHUP handler back. A reload in progress is not applied."""
         super().stopService()
-        self._setSignal(signal.SIGHUP, self._previousHandler or signal.SIG_DFL)
+        if self._installed:
+            self._installed = False
+            # None: the previous handler was not set from Python (the default, then).
+            self._setSignal(signal.SIGHUP, self._previousHandler or signal.SIG_DFL)
 
     def _onSignal(self, signum: int, frame: Any) -> None:
         # In a signal handler: do nothing but wake the reactor.
