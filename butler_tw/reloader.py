@@ -160,7 +160,7 @@ class Reloader(Service):
 
     @inlineCallbacks
     def _reloadOnce(self):  # type: ignore[no-untyped-def]
-        log.info("SIGHUP: reading {path}", path=self._path)
+        log.info("SIGHUP: reading {path}", path=self._path, butler_tw_lifecycle=True)
         running = self._pipeline.config
         try:
             loaded = yield self._inThread(self._read, self._path)
@@ -172,7 +172,7 @@ class Reloader(Service):
             return  # stopping: nothing to apply it to
         plan = plan_reload(running, loaded.config, started=self._started)
         rebinding = yield self._pipeline.apply(plan, loaded.config, sources)
-        log.info("{summary}", summary=summary(self._path, plan, rebinding))
+        log.info("{summary}", summary=summary(self._path, plan, rebinding), butler_tw_lifecycle=True)
         for warning in restart_warnings(plan, self._listening):
             log.warn("{detail}", detail=warning)
         for warning in new_warnings(running, loaded.config):

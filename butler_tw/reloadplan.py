@@ -17,7 +17,6 @@ import attrs
 
 from butler_tw.config import Config, TlsSettings, Webhook
 from butler_tw.outbox import Rebinding, match_webhooks
-from butler_tw.redact import redact_url
 
 
 @attrs.frozen
@@ -152,6 +151,8 @@ def webhook_changes(old: Webhook, new: Webhook) -> list[str]:
         )
     if old.retry.maxAge != new.retry.maxAge:
         found.append(f"maxAge {_s(old.retry.maxAge)} -> {_s(new.retry.maxAge)}")
+    if old.logFullPath != new.logFullPath:
+        found.append(f"logFullPath {str(old.logFullPath).lower()} -> {str(new.logFullPath).lower()}")
     if old.tls != new.tls:
         if (old.tls.mode, old.tls.caFile) == (new.tls.mode, new.tls.caFile):
             found.append(f"TLS {_tls(new.tls)}: the CA file's certificates changed")
@@ -249,7 +250,7 @@ def summary(source: str, plan: ReloadPlan, rebinding: Rebinding | None) -> str:
         webhooks(
             len(plan.added),
             "added",
-            [f"{_label(w)}: {w.method} {redact_url(w.url)}" for w in plan.added],
+            [f"{_label(w)}: {w.method} {w.loggableUrl}" for w in plan.added],
         )
     if plan.removed:
         details = []

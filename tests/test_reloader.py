@@ -18,6 +18,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from butler_tw.config import load_config
+from butler_tw.logsetup import LIFECYCLE
 from butler_tw.outbox import MemoryOutbox, State
 from butler_tw.pipeline import Pipeline
 from butler_tw.reloader import KEEPING, Loaded, Reloader, read_config
@@ -126,10 +127,12 @@ class ReloaderTests(SynchronousTestCase):
         self.assertIs(self.pipeline.dispatchers[f"{FAIL}.webhooks[0]"], first)  # kept as it was
         self.alert()
         self.assertEqual(sorted(self.connectedPorts()), [1, 2])
-        (summary,) = [line for line in self.lines() if line.startswith("Reloaded")]
+        (event,) = [e for e in self.events if formatEvent(e).startswith("Reloaded")]
+        self.assertTrue(event[LIFECYCLE])  # shown whatever butlerWebhook.log.level says
+        summary = formatEvent(event)
         self.assertEqual(
             summary,
-            f"Reloaded {self.path}: 1 webhook added ({FAIL}.webhooks[1] 'Second': POST http://10.0.0.1:2/hook), "
+            f"Reloaded {self.path}: 1 webhook added ({FAIL}.webhooks[1] 'Second': POST http://10.0.0.1:2/***), "
             "1 unchanged, rate limit reloadTaskFailure 300 s -> 60 s",
         )
 

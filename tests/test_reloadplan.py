@@ -152,6 +152,10 @@ class PlanTests(SynchronousTestCase):
         )
         self.assertEqual(plan.successors, {key(FAIL, 0): key(FAIL, 0)})
 
+    def test_logFullPathIsASettingChange(self) -> None:
+        (r,) = plan_reload(cfg(doc([A])), cfg(doc([{**A, "logFullPath": True}]))).replaced
+        self.assertEqual((r.moved, r.changes), (False, ["logFullPath false -> true"]))
+
     def test_movedAndChanged(self) -> None:
         plan = self.plan(doc([A]), doc([B, {**A, "timeout": 2}]))
         (r,) = plan.replaced
@@ -296,7 +300,7 @@ class WordsTests(SynchronousTestCase):
         self.assertEqual(
             line,
             "Reloaded /etc/butler-tw/butler.yaml: "
-            "1 webhook added (reloadTaskFailure.webhooks[1] 'Pager': PUT http://10.0.0.5:8080/b), "
+            "1 webhook added (reloadTaskFailure.webhooks[1] 'Pager': PUT http://10.0.0.5:8080/***), "
             "1 removed (reloadTaskAborted.webhooks[0] 'Ops': 3 pending deliveries kept as dead letters), "
             "1 unchanged, rate limit reloadTaskFailure 300 s -> 60 s",
         )
@@ -310,7 +314,7 @@ class WordsTests(SynchronousTestCase):
         self.assertEqual(
             line,
             "Reloaded butler.yaml: "
-            "1 webhook added (reloadTaskFailure.webhooks[2]: GET http://10.0.0.7:80/c), "
+            "1 webhook added (reloadTaskFailure.webhooks[2]: GET http://10.0.0.7:80/***), "
             "1 removed (reloadTaskFailure.webhooks[2]: 1 pending delivery kept as a dead letter), "
             "2 moved (reloadTaskFailure.webhooks[0] 'Teams' -> reloadTaskFailure.webhooks[1], "
             "description 'Teams' -> '', deliveries follow; "
@@ -332,10 +336,17 @@ class WordsTests(SynchronousTestCase):
         self.assertIn("its pending deliveries kept as dead letters", summary("b.yaml", plan, None))
 
     def test_noSecretsInSummary(self) -> None:
-        plan = plan_reload(cfg(doc([])), cfg(doc([A])))
+        """URLs as the logs show them (Webhook.loggableUrl): no query, no path unless the owner allows it."""
+        plan = plan_reload(
+            cfg(doc([])), cfg(doc([{**A, "webhookURL": "https://hooks.example.com/a/b?token=SECRET"}]))
+        )
         line = summary("b.yaml", plan, Rebinding())
         self.assertNotIn("SECRET", line)
-        self.assertIn("POST https://hooks.example.com:443/a", line)
+        self.assertIn("POST https://hooks.example.com:443/a/***)", line)
+        plan = plan_reload(cfg(doc([])), cfg(doc([{**A, "logFullPath": True}])))
+        line = summary("b.yaml", plan, Rebinding())
+        self.assertNotIn("SECRET", line)
+        self.assertIn("POST https://hooks.example.com:443/a)", line)
 
     def test_summaryNoChange(self) -> None:
         self.assertEqual(
