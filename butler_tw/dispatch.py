@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from butler_tw.config import Webhook
+from butler_tw.health import WebhookHealth
 from butler_tw.http import Outcome
 from butler_tw.outbox import REMOVED, Delivery, IOutbox, State, removed_key
 from butler_tw.payload import Request, build_request
@@ -60,6 +61,8 @@ class Dispatcher:
         self._target = webhook.loggableUrl
         #: Called with each delivery that reached its end (delivered or dead).
         self.onFinal: Callable[[Delivery], None] | None = None
+        #: The last attempts' outcomes, for /health (handed on at a reload).
+        self.health = WebhookHealth()
 
     @property
     def queued(self) -> int:
@@ -69,6 +72,11 @@ class Dispatcher:
     @property
     def inFlight(self) -> int:
         return len(self._inFlight)
+
+    def oldestPendingAt(self) -> float | None:
+        """When the oldest alert still waiting here (not in flight) was accepted."""
+        waiting = [d.acceptedAt for d in self._ready] + [d.acceptedAt for _, d in self._timers.values()]
+        return min(waiting) if waiting else None
 
     def submit(self, delivery: Delivery) -> None:
         """Take a pending delivery; it is attempted when due and a slot is free.
@@ -160,8 +168,14 @@ class Dispatcher:
         )
         self._log_attempt(updated, outcome, (now - started) * 1000, nextAt)
         self._stats.incr(f"attempts_{verdict.value}", self.webhook.key)
+        self._stats.incr(f"attempt_outcome_{outcome.kind}", self.webhook.key)
+        if verdict is Verdict.DELIVERED:
+            self.health.success(now)
+        else:
+            self.health.failure(now, outcome.describe())
         if state is State.DELIVERED:
             self._stats.incr("deliveries_delivered", self.webhook.key)
+            self._stats.observe("delivery_latency", now - delivery.acceptedAt, self.webhook.key)
         elif state is State.DEAD:
             self._stats.incr("deliveries_dead", self.webhook.key)
         self._outbox.record(updated)
@@ -278,6 +292,8 @@ class Dispatcher:
         """
         self._retired = True
         self._successor = successor
+        if successor is not None:
+            successor.health = self.health  # the same receiver: its record carries on
         waiting = list(self._ready) + [delivery for _, delivery in self._timers.values()]
         for call, _ in self._timers.values():
             if call.active():

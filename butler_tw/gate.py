@@ -59,7 +59,7 @@ class Gate:
 
     def reject(self, data: bytes, source: str, result: Rejected) -> None:
         """Count a datagram that goes no further; log it unless its kind and source did this minute."""
-        self._stats.incr("datagrams_rejected")
+        self._stats.incr("datagrams_rejected", result.kind)
         if self._log.allow((result.kind, source)):
             log.warn(
                 "Dropped a datagram of {size} bytes from {source} (sha256 {digest}): {reason}. "

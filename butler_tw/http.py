@@ -52,12 +52,26 @@ class Outcome:
     error: str | None = None
     retryAfter: float | None = None
     tlsFailure: bool = False
+    timedOut: bool = False
 
     @property
     def verdict(self) -> Verdict:
         if self.status is not None:
             return verdict_for_status(self.status)
         return Verdict.RETRY
+
+    @property
+    def kind(self) -> str:
+        """The outcome in one word, for metrics: delivered, retry, permanent_failure, timeout, tls_error."""
+        if self.tlsFailure:
+            return "tls_error"
+        if self.timedOut:
+            return "timeout"
+        return {
+            Verdict.DELIVERED: "delivered",
+            Verdict.RETRY: "retry",
+            Verdict.PERMANENT: "permanent_failure",
+        }[self.verdict]
 
     def describe(self) -> str:
         if self.status is not None:
@@ -193,7 +207,7 @@ def describe_failure(failure: Failure, timeout: float) -> Outcome:
     """Turn a transport failure into a short, secret-free :class:`Outcome`."""
     exc = failure.value
     if isinstance(exc, (TimeoutError, CancelledError, neterror.TimeoutError)):
-        return Outcome(error=f"timed out after {timeout:g} s")
+        return Outcome(error=f"timed out after {timeout:g} s", timedOut=True)
     if isinstance(exc, neterror.ConnectionRefusedError):
         return Outcome(error="connection refused")
     if isinstance(exc, neterror.DNSLookupError):

@@ -28,6 +28,8 @@ class LogAppenderProtocol(DatagramProtocol):
     def __init__(self, onDatagram: Callable[[bytes, str], None], receiveBuffer: int = RECEIVE_BUFFER) -> None:
         self._onDatagram = onDatagram
         self._receiveBuffer = receiveBuffer
+        #: "host:port" while the socket is open, for /health; None otherwise.
+        self.listeningOn: str | None = None
 
     def startProtocol(self) -> None:
         # Drain the socket on every readiness event: Twisted reads at most
@@ -46,6 +48,7 @@ class LogAppenderProtocol(DatagramProtocol):
         # Linux reports twice what it grants (the other half is its bookkeeping).
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         host = self.transport.getHost()  # type: ignore[union-attr]
+        self.listeningOn = f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
         log.info(
             "Listening for Qlik Sense log-appender datagrams on UDP {host}:{port} (receive buffer {kib} KiB)",
             host=host.host,
@@ -62,6 +65,9 @@ class LogAppenderProtocol(DatagramProtocol):
                 want=self._receiveBuffer // 1024,
                 bytes=self._receiveBuffer,
             )
+
+    def stopProtocol(self) -> None:
+        self.listeningOn = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         try:

@@ -61,7 +61,7 @@ class Notifier:
             return
         result = parse(data)
         if isinstance(result, Parsed):
-            self._stats.incr("alerts_parsed")
+            self._stats.incr("alerts_parsed", result.alert.kind.value)
             if result.note:
                 self._stats.incr("alerts_ambiguous_split")
                 log.warn(
@@ -128,7 +128,7 @@ class Notifier:
                 left=self._limiter.remaining(alert),
             )
             return
-        self._stats.incr("alerts_accepted")
+        self._stats.incr("alerts_accepted", alert.kind.value)
         keys = [w.key for w in route.webhooks]
         self._unstored += 1
         if self._unstored == int(self._config.maxBufferedAlerts * self._config.backpressureThreshold):
@@ -160,7 +160,7 @@ class Notifier:
         return self._unstored
 
     def _shed(self, alert: Alert) -> None:
-        self._stats.incr("alerts_shed")
+        self._stats.incr("alerts_shed", alert.kind.value)
         if self._storeLog.allow("shed"):
             log.error(
                 "{event}: task {taskName!r} ({taskId}) SHED: {n} alerts already wait in memory for the "
@@ -188,7 +188,7 @@ class Notifier:
         One line per task and reason per minute (at most 100 such lines);
         a timer summarises the rest, so a storm of one task cannot flood the log.
         """
-        self._stats.incr(counter)
+        self._stats.incr(counter, alert.kind.value)
         if not self._dropLog.allow((counter, alert.taskId.lower())):
             return
         log.info(
@@ -238,7 +238,7 @@ class Notifier:
             return
         del self._open[delivery.alert.alertId]
         if counts[1] == counts[2]:
-            self._stats.incr("alerts_undelivered")
+            self._stats.incr("alerts_undelivered", delivery.alert.kind.value)
             a = delivery.alert
             self._limiter.release(a)
             log.error(

@@ -134,6 +134,9 @@ class IOutbox(Interface):
     def record(delivery: Delivery) -> None:
         """Store a delivery's new state after an attempt (pending, delivered or dead)."""
 
+    def recent(state: State | None, limit: int) -> Deferred[list[Delivery]]:
+        """The ``limit`` most recently accepted pending or dead deliveries (of ``state`` only, if given)."""
+
     def pending() -> Deferred[list[Delivery]]:
         """The deliveries still pending, to resume at start-up."""
 
@@ -199,6 +202,11 @@ class MemoryOutbox:
 
     def pending(self) -> Deferred[list[Delivery]]:
         return succeed(list(self.live.values()))
+
+    def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
+        rows = [d for d in [*self.live.values(), *self.dead] if state is None or d.state is state]
+        rows.sort(key=lambda d: d.acceptedAt, reverse=True)
+        return succeed(rows[:limit])
 
     def open(self) -> None:
         pass

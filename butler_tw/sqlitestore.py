@@ -173,6 +173,8 @@ class SqliteOutbox:
         self._closed = False
         #: False after a write failed and until one succeeds again.
         self.healthy = True
+        #: Why the last write failed, while not healthy.
+        self.lastError: str | None = None
         self.writeErrors = 0
         self.commits = 0
 
@@ -248,6 +250,7 @@ class SqliteOutbox:
             self._flush()
             return
         self.writeErrors += 1
+        self.lastError = str(result.value)
         if self.healthy:
             log.error(
                 "Cannot write to the outbox {path}: {error}. Deliveries carry on from memory and the "
@@ -310,6 +313,16 @@ class SqliteOutbox:
                 ),
             )
         )
+
+    def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
+        def op(conn: sqlite3.Connection) -> list[Delivery]:
+            where = "WHERE d.state = ? " if state else ""
+            args: list[Any] = ([state.value] if state else []) + [limit]
+            return iter_rows(conn, SELECT_DELIVERIES + where + "ORDER BY d.accepted_at DESC LIMIT ?", args)
+
+        d = self._submit(op, wait=True, read=True)
+        assert d is not None
+        return d
 
     def pending(self) -> Deferred[list[Delivery]]:
         def op(conn: sqlite3.Connection) -> list[Delivery]:

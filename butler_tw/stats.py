@@ -1,29 +1,74 @@
-"""Counters: every stage counts what it does.
+"""Counters and latency histograms: every stage counts what it does.
 
-Plain in-process counters; they are logged at shutdown and are the source for
-any exporter. Names are ``stage_what``; per-webhook counters carry the
-webhook's config key as a label.
+Plain in-process numbers, cheap to update on the hot path. They are logged at
+shutdown and read by the ``/metrics`` collector at scrape time
+(:mod:`butler_tw.metrics`), so there is one source of truth. Names are
+``stage_what``; a counter may carry one label (a webhook's config key, an
+event kind, a rejection reason), which the collector turns into the right
+Prometheus label.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter
+
+#: Upper bounds, in seconds, of the datagram-to-delivery latency buckets.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+
+
+class Histogram:
+    """Counts of observations per bucket (not cumulative), their sum and number."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``[(upper bound, observations <= it), …, (inf, all)]``, as Prometheus wants them."""
+        out, total = [], 0
+        for bound, n in zip([*self.buckets, math.inf], self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
 
 
 class Stats:
-    """A bag of monotonically increasing counters."""
+    """Monotonically increasing counters, optionally labelled, and histograms."""
 
     def __init__(self) -> None:
         self._counts: Counter[tuple[str, str]] = Counter()
+        self.histograms: dict[tuple[str, str], Histogram] = {}
 
-    def incr(self, name: str, webhook: str = "", by: int = 1) -> None:
-        self._counts[(name, webhook)] += by
+    def incr(self, name: str, label: str = "", by: int = 1) -> None:
+        self._counts[(name, label)] += by
 
-    def get(self, name: str, webhook: str = "") -> int:
-        return self._counts[(name, webhook)]
+    def get(self, name: str, label: str | None = None) -> int:
+        """The counter for ``label``; without one, summed over every label."""
+        if label is not None:
+            return self._counts[(name, label)]
+        return sum(n for (counter, _), n in self._counts.items() if counter == name)
+
+    def observe(self, name: str, value: float, label: str = "") -> None:
+        histogram = self.histograms.get((name, label))
+        if histogram is None:
+            histogram = self.histograms[(name, label)] = Histogram()
+        histogram.observe(value)
+
+    def items(self) -> list[tuple[str, str, int]]:
+        """Every counter as (name, label, value)."""
+        return [(name, label, n) for (name, label), n in self._counts.items()]
 
     def snapshot(self) -> dict[str, int]:
-        """All counters summed over webhooks, sorted by name."""
+        """All counters summed over their labels, sorted by name."""
         out: Counter[str] = Counter()
         for (name, _), n in self._counts.items():
             out[name] += n

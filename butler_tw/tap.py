@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -18,14 +19,17 @@ from twisted.python import usage
 
 from butler_tw import __version__
 from butler_tw.config import Config, ConfigError, load_config
+from butler_tw.health import WebhookState, report
 from butler_tw.intake import LogAppenderProtocol
 from butler_tw.logsetup import configure as configure_logging
+from butler_tw.metrics import ButlerCollector, registry_for, webhook_labels
 from butler_tw.outbox import IOutbox, MemoryOutbox
 from butler_tw.pipeline import Pipeline
 from butler_tw.reloader import Reloader
 from butler_tw.sources import RESOLVE_EVERY, SourceFilter, unusable
 from butler_tw.sqlitestore import SqliteOutbox, StoreError, connect, db_path
 from butler_tw.stats import Stats
+from butler_tw.web import HttpService, make_site
 
 log = Logger(namespace="butler_tw")
 
@@ -122,13 +126,16 @@ def makeService(options: Options) -> service.IService:
 
     top = service.MultiService()
     pipeline.service.setServiceParent(top)
+    intake = LogAppenderProtocol(pipeline.notifier.datagram, receiveBuffer=config.receiveBuffer)
     udp = internet.UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
-        LogAppenderProtocol(pipeline.notifier.datagram, receiveBuffer=config.receiveBuffer),
+        intake,
         interface=options.listenAddress,
         maxPacketSize=MAX_PACKET_SIZE,
     )
     udp.setServiceParent(top)
+    if config.httpListen:
+        http_service(reactor, config.httpListen, pipeline, outbox, stats, intake).setServiceParent(top)
     listening = f"{options.listenAddress}:{config.udpPort}"
     if ":" in options.listenAddress:
         listening = f"[{options.listenAddress}]:{config.udpPort}"
@@ -145,6 +152,50 @@ def makeService(options: Options) -> service.IService:
     refresh = internet.TimerService(RESOLVE_EVERY, pipeline.refreshSources)  # type: ignore[no-untyped-call]
     refresh.setServiceParent(top)
     return top
+
+
+def http_service(
+    reactor: Any, listen: str, pipeline: Pipeline, outbox: IOutbox, stats: Stats, intake: LogAppenderProtocol
+) -> service.IService:
+    """/metrics, /health and /deliveries on ``listen``, reading the live pipeline (it changes at a reload)."""
+
+    def storeWritable() -> bool:
+        return bool(getattr(outbox, "healthy", True))
+
+    def health() -> tuple[int, dict[str, Any]]:
+        labels = webhook_labels(pipeline.config.webhooks)
+        states = [
+            WebhookState(
+                name=labels.get(key, key),
+                key=key,
+                health=d.health,
+                queued=d.queued,
+                inFlight=d.inFlight,
+                oldestPendingAt=d.oldestPendingAt(),
+            )
+            for key, d in pipeline.dispatchers.items()
+        ]
+        return report(
+            reactor.seconds(),
+            intake.listeningOn is not None,
+            intake.listeningOn or "",
+            storeWritable(),
+            getattr(outbox, "lastError", None),
+            states,
+        )
+
+    collector = ButlerCollector(
+        stats,
+        lambda: pipeline.config.webhooks,
+        pipeline.dispatchers,
+        storeWritable,
+        lambda: intake.listeningOn is not None,
+        reactor.seconds,
+    )
+    site = make_site(
+        registry_for(collector), health, outbox, lambda: webhook_labels(pipeline.config.webhooks)
+    )
+    return HttpService(reactor, listen, site)
 
 
 def log_startup(config: Config) -> None:

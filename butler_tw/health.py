@@ -1,0 +1,111 @@
+"""How the daemon is doing, for ``/health``: the rules are pure, the inputs come from the live parts.
+
+Overall status, in order:
+
+- ``failing`` (HTTP 503): the UDP socket is not listening, or the outbox
+  cannot be written (alerts would not survive a restart). Nothing an alert
+  needs works, or the next one could be lost.
+- ``degraded`` (HTTP 200): the daemon works, but a receiver does not: a
+  webhook's last attempt failed, or a delivery has waited longer than
+  :data:`STALE_PENDING` seconds.
+- ``ok`` (HTTP 200) otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import attrs
+
+#: A pending delivery older than this makes the daemon "degraded".
+STALE_PENDING = 300.0
+
+
+@attrs.define
+class WebhookHealth:
+    """What the last attempts to one webhook came to. Reasons are safe to show: no URL."""
+
+    lastSuccess: float | None = None
+    lastFailure: float | None = None
+    lastFailureReason: str | None = None
+    consecutiveFailures: int = 0
+
+    def success(self, now: float) -> None:
+        self.lastSuccess = now
+        self.consecutiveFailures = 0
+
+    def failure(self, now: float, reason: str) -> None:
+        self.lastFailure = now
+        self.lastFailureReason = reason
+        self.consecutiveFailures += 1
+
+    @property
+    def failing(self) -> bool:
+        return self.consecutiveFailures > 0
+
+
+@attrs.frozen
+class WebhookState:
+    name: str
+    key: str
+    health: WebhookHealth
+    queued: int
+    inFlight: int
+    oldestPendingAt: float | None
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def report(
+    now: float,
+    udpListening: bool,
+    udpAddress: str,
+    storeWritable: bool,
+    storeError: str | None,
+    webhooks: Iterable[WebhookState],
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of ``/health``."""
+    hooks = list(webhooks)
+    pending = [w.oldestPendingAt for w in hooks if w.oldestPendingAt is not None]
+    oldest = min(pending) if pending else None
+    oldestAge = None if oldest is None else max(0.0, now - oldest)
+    problems = []
+    if not udpListening:
+        problems.append("the UDP socket is not listening")
+    if not storeWritable:
+        problems.append(f"the outbox cannot be written ({storeError or 'error'})")
+    worries = [
+        f"{w.name}: last attempt failed ({w.health.lastFailureReason})" for w in hooks if w.health.failing
+    ]
+    if oldestAge is not None and oldestAge > STALE_PENDING:
+        worries.append(f"a delivery has been pending for {oldestAge:.0f} s")
+    status = "failing" if problems else "degraded" if worries else "ok"
+    body = {
+        "status": status,
+        "problems": problems + worries,
+        "udp": {"listening": udpListening, "address": udpAddress},
+        "outbox": {
+            "writable": storeWritable,
+            "error": storeError,
+            "pending": sum(w.queued + w.inFlight for w in hooks),
+            "oldestPendingSeconds": None if oldestAge is None else round(oldestAge, 1),
+        },
+        "webhooks": [
+            {
+                "name": w.name,
+                "key": w.key,
+                "status": "failing" if w.health.failing else "ok",
+                "lastSuccess": iso(w.health.lastSuccess),
+                "lastFailure": iso(w.health.lastFailure),
+                "lastFailureReason": w.health.lastFailureReason,
+                "consecutiveFailures": w.health.consecutiveFailures,
+                "queued": w.queued,
+                "inFlight": w.inFlight,
+            }
+            for w in hooks
+        ],
+    }
+    return (503 if status == "failing" else 200), body
