@@ -32,10 +32,13 @@ import uuid
 from typing import Any, Iterable
 from urllib.parse import quote, quote_plus, unquote
 
+import treq
 import trustme
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 
 from butler_tw.redact import redact_url
 from tests.daemon import REPO, Daemon, deliveries_by_state, make_config, until, webhook, within
@@ -195,6 +198,7 @@ class SecretsEndToEndTests(TestCase):
                 f"http://127.0.0.1:{refused}/{s.refusedTopic}?auth={s.refusedAuth}", "GET", "Refused", **fail
             ),
         ]
+        httpPort = closed_port()
         config = make_config(
             failure=[webhook(url, method, name) for name, (url, method) in okHooks.items()] + failing,
             aborted=[webhook(f"{withUser}/butler/aborted?token={s.queryToken}", "PUT", "Aborted")],
@@ -203,6 +207,7 @@ class SecretsEndToEndTests(TestCase):
                 "shutdownGracePeriod": 1,
                 "log": {"level": "debug"},
                 "delivery": {"retrySchedule": [0, 0.3], "maxAge": 60},
+                "http": {"listen": f"tcp:{httpPort}:interface=127.0.0.1"},
             },
         )
         daemon = Daemon(self, config)
@@ -228,6 +233,15 @@ class SecretsEndToEndTests(TestCase):
             "the failing deliveries to be given up",
             daemon,
         )
+        # What /metrics, /health and /deliveries show while the dead letters are there.
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        endpoints = {}
+        for path in ("/metrics", "/health", "/deliveries", "/deliveries?state=dead"):
+            response = yield treq.get(f"http://127.0.0.1:{httpPort}{path}", pool=pool)
+            endpoints[path] = (yield treq.content(response)).decode("utf-8")
+            self.assertEqual(response.code, 200, path)
+        self.assertIn('outcome="tls_error",webhook="Untrusted"', endpoints["/metrics"])
+        self.assertIn('"lastFailureReason": "timed out after 1 s"', endpoints["/health"])
         exit = yield daemon.stopCleanly()
 
         # The requests carried the secrets: the URLs were used, not mangled.
@@ -290,6 +304,7 @@ class SecretsEndToEndTests(TestCase):
         needles = s.needles()
         self.assertEqual(leaks(f"x {s.slackToken} y", needles), [f"x {s.slackToken} y"])  # the scan works
         found = {"daemon": leaks(output, needles), "emit": leaks(emitted, needles)}
+        found.update({path: leaks(text, needles) for path, text in endpoints.items()})
         found.update({name: leaks(text, needles) for name, text in commands.items()})
         for path in glob.glob(os.path.join(daemon.stateDir, "*")):
             with open(path, "rb") as f:
