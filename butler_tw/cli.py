@@ -331,7 +331,8 @@ def describe_config(path: str, config: Config, address: str, sources: SourceFilt
         for w in route.webhooks:
             schedule = ", ".join(_duration(s) for s in w.retry.schedule)
             lines += [
-                f"  {w.key}: {w.description or '(no description)'}",
+                f"  {w.key}: {w.description or '(no description)'}"
+                + (f" [name: {w.label}]" if w.label else ""),
                 f"    {w.method} {w.loggableUrl}{_hidden(w.url)}",
                 f"    TLS {_tls_line(w)}",
                 f"    timeout {_duration(w.timeout)}, concurrency {w.concurrency}",

@@ -96,6 +96,8 @@ class Webhook:
     retry: RetryPolicy = RetryPolicy()
     #: The owner says the URL's path holds no secret: logs may show all of it.
     logFullPath: bool = False
+    #: A short name of our own (the ``name`` key) for logs and metric labels.
+    label: str = ""
 
     @property
     def loggableUrl(self) -> str:
@@ -104,8 +106,8 @@ class Webhook:
 
     @property
     def name(self) -> str:
-        """How log lines name this webhook: its description, else its key."""
-        return self.description or self.key
+        """How logs and metrics name this webhook: its ``name``, else its description, else its key."""
+        return self.label or self.description or self.key
 
     @property
     def fingerprint(self) -> str:
@@ -617,9 +619,11 @@ class _Validator:
                 "retrySchedule",
                 "maxAge",
                 "logFullPath",
+                "name",
             ),
         )
         description = self.string(node, "description", path, default="") or ""
+        label = (self.string(node, "name", path, default="") or "").strip()
         url = self.url(node, path)
         method = self.string(node, "httpMethod", path)
         if method is not None and method.upper() not in METHODS:
@@ -643,6 +647,7 @@ class _Validator:
             concurrency=int(concurrency),
             retry=retry,
             logFullPath=logFullPath,
+            label=label,
         )
 
     def url(self, node: dict[str, Any], path: str) -> str | None:

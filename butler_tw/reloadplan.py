@@ -140,6 +140,8 @@ def webhook_changes(old: Webhook, new: Webhook) -> list[str]:
     found = []
     if old.description != new.description:
         found.append(f"description {old.description!r} -> {new.description!r}")
+    if old.label != new.label:
+        found.append(f"name {old.label!r} -> {new.label!r}")
     if old.timeout != new.timeout:
         found.append(f"timeout {_s(old.timeout)} -> {_s(new.timeout)}")
     if old.concurrency != new.concurrency:

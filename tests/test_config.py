@@ -889,7 +889,7 @@ class UnknownKeyTests(ConfigTestCase):
             self.problems(with_hooks(hook(headers={"X": "y"}))),
             (
                 f"{FAILURE}.webhooks[0].headers: unknown key (known keys: description, webhookURL, httpMethod,"
-                " cert, timeout, concurrency, retrySchedule, maxAge, logFullPath)",
+                " cert, timeout, concurrency, retrySchedule, maxAge, logFullPath, name)",
             ),
         )
 
@@ -1145,6 +1145,18 @@ class UdpHardeningTests(ConfigTestCase):
                 "Butler.udpServerConfig.receiveBufferBytes: expected a number, got a string",
                 "Butler.udpServerConfig.maxMessageSize: must be between 256 and 65535, got 70000",
             ),
+        )
+
+
+class WebhookNameTests(ConfigTestCase):
+    """``name``: how logs and metric labels call a webhook; else its description, else its key."""
+
+    def test_nameDescriptionKey(self) -> None:
+        self.assertEqual(self.only_hook(parse_config(with_hooks(hook(name=" Teams ")))).name, "Teams")
+        self.assertEqual(self.only_hook(parse_config(with_hooks(hook(description="Chat")))).name, "Chat")
+        self.assertEqual(
+            self.only_hook(parse_config(with_hooks(hook(description=_DROP)))).name,
+            "reloadTaskFailure.webhooks[0]",
         )
 
 
