@@ -179,6 +179,12 @@ class Config:
                 "Butler.webhookNotification.enable is false: "
                 "alerts are received and counted, but nothing is sent"
             )
+        if self.httpListen and not _loopback_only(self.httpListen):
+            found.append(
+                f"butlerWebhook.http.listen is {self.httpListen!r}: /metrics, /health and /deliveries have "
+                "no authentication and can be reached from other hosts; add interface=127.0.0.1 unless "
+                "that is what you want"
+            )
         for w in self.webhooks:
             if w.tls.mode is TrustMode.NO_VERIFY and w.url.lower().startswith("https:"):
                 found.append(
@@ -186,6 +192,15 @@ class Config:
                     "verified, so anyone on the network path can read and change these alerts"
                 )
         return found
+
+
+def _loopback_only(listen: str) -> bool:
+    """Whether an endpoint description binds loopback only (a unix socket counts)."""
+    if listen.startswith("unix:"):
+        return True
+    match = re.search(r"(?:^|:)interface=([^:]+)", listen.replace("\\:", "%3A"))
+    interface = match.group(1).replace("%3A", ":") if match else ""
+    return interface in ("127.0.0.1", "::1", "localhost") or interface.startswith("127.")
 
 
 # --------------------------------------------------------------------------

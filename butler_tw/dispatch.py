@@ -178,6 +178,7 @@ class Dispatcher:
             self._stats.observe("delivery_latency", now - delivery.acceptedAt, self.webhook.key)
         elif state is State.DEAD:
             self._stats.incr("deliveries_dead", self.webhook.key)
+            self.health.lastDead = now
         self._outbox.record(updated)
         if state is not State.PENDING and self.onFinal is not None:
             self.onFinal(updated)
@@ -201,6 +202,7 @@ class Dispatcher:
             maxAge=self.webhook.retry.maxAge,
         )
         self._stats.incr("deliveries_dead", self.webhook.key)
+        self.health.lastDead = self._clock.seconds()
         self._outbox.record(dead)
         if self.onFinal is not None:
             self.onFinal(dead)

@@ -2,12 +2,15 @@
 
 Overall status, in order:
 
-- ``failing`` (HTTP 503): the UDP socket is not listening, or the outbox
-  cannot be written (alerts would not survive a restart). Nothing an alert
-  needs works, or the next one could be lost.
-- ``degraded`` (HTTP 200): the daemon works, but a receiver does not: a
-  webhook's last attempt failed, or a delivery has waited longer than
-  :data:`STALE_PENDING` seconds.
+- ``failing`` (HTTP 503): the UDP socket is not listening, the outbox
+  cannot be written (alerts would not survive a restart), or an alert was
+  shed in the last :data:`RECENT` seconds (one was lost). Act now.
+- ``degraded`` (HTTP 200): the daemon works, but a receiver does not, or
+  the outbox lags: a webhook's last attempt failed, a delivery was given up
+  (dead letter) in the last :data:`RECENT` seconds, a delivery has waited
+  longer than :data:`STALE_PENDING` seconds, or the alerts waiting to be
+  stored passed ``messageQueue.backpressureThreshold``. 200, because
+  restarting butler-tw fixes none of these.
 - ``ok`` (HTTP 200) otherwise.
 """
 
@@ -20,6 +23,8 @@ import attrs
 
 #: A pending delivery older than this makes the daemon "degraded".
 STALE_PENDING = 300.0
+#: How long a shed alert (failing) or a dead letter (degraded) counts as recent.
+RECENT = 900.0
 
 
 @attrs.define
@@ -30,6 +35,8 @@ class WebhookHealth:
     lastFailure: float | None = None
     lastFailureReason: str | None = None
     consecutiveFailures: int = 0
+    #: When a delivery to it was last given up (a dead letter).
+    lastDead: float | None = None
 
     def success(self, now: float) -> None:
         self.lastSuccess = now
@@ -66,6 +73,8 @@ def report(
     storeWritable: bool,
     storeError: str | None,
     webhooks: Iterable[WebhookState],
+    lastShedAt: float | None = None,
+    backlogged: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of ``/health``."""
     hooks = list(webhooks)
@@ -77,11 +86,20 @@ def report(
         problems.append("the UDP socket is not listening")
     if not storeWritable:
         problems.append(f"the outbox cannot be written ({storeError or 'error'})")
+    if lastShedAt is not None and now - lastShedAt < RECENT:
+        problems.append(f"alerts were shed {now - lastShedAt:.0f} s ago: the outbox could not keep up")
     worries = [
         f"{w.name}: last attempt failed ({w.health.lastFailureReason})" for w in hooks if w.health.failing
     ]
+    worries += [
+        f"{w.name}: a delivery was given up {now - w.health.lastDead:.0f} s ago (a dead letter)"
+        for w in hooks
+        if w.health.lastDead is not None and now - w.health.lastDead < RECENT
+    ]
     if oldestAge is not None and oldestAge > STALE_PENDING:
         worries.append(f"a delivery has been pending for {oldestAge:.0f} s")
+    if backlogged:
+        worries.append("the outbox is falling behind (messageQueue.backpressureThreshold passed)")
     status = "failing" if problems else "degraded" if worries else "ok"
     body = {
         "status": status,
@@ -102,6 +120,7 @@ def report(
                 "lastFailure": iso(w.health.lastFailure),
                 "lastFailureReason": w.health.lastFailureReason,
                 "consecutiveFailures": w.health.consecutiveFailures,
+                "lastDeadLetter": iso(w.health.lastDead),
                 "queued": w.queued,
                 "inFlight": w.inFlight,
             }

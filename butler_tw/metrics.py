@@ -58,6 +58,8 @@ class ButlerCollector(Collector):
         storeWritable: Callable[[], bool],
         udpListening: Callable[[], bool],
         clock: Callable[[], float],
+        unstored: Callable[[], int] = lambda: 0,
+        writeErrors: Callable[[], int] = lambda: 0,
     ) -> None:
         self._stats = stats
         self._webhooks = webhooks
@@ -65,6 +67,8 @@ class ButlerCollector(Collector):
         self._storeWritable = storeWritable
         self._udpListening = udpListening
         self._clock = clock
+        self._unstored = unstored
+        self._writeErrors = writeErrors
 
     def collect(self) -> Iterator[Metric]:
         labels = webhook_labels(self._webhooks())
@@ -141,14 +145,44 @@ class ButlerCollector(Collector):
         queued = GaugeMetricFamily(
             "butler_tw_webhook_queued", "Deliveries waiting: due, or for a retry", labels=["webhook"]
         )
+        failures = GaugeMetricFamily(
+            "butler_tw_webhook_consecutive_failures",
+            "Failed attempts since the last success",
+            labels=["webhook"],
+        )
+        lastSuccess = GaugeMetricFamily(
+            "butler_tw_webhook_last_success_timestamp_seconds",
+            "When an attempt last succeeded (Unix time; absent: not since the start)",
+            labels=["webhook"],
+        )
+        lastFailure = GaugeMetricFamily(
+            "butler_tw_webhook_last_failure_timestamp_seconds",
+            "When an attempt last failed (Unix time; absent: not since the start)",
+            labels=["webhook"],
+        )
         oldest: list[float] = []
         for key, dispatcher in self._dispatchers.items():
             inFlight.add_metric([hook(key)], dispatcher.inFlight)
             queued.add_metric([hook(key)], dispatcher.queued)
+            health = dispatcher.health
+            failures.add_metric([hook(key)], health.consecutiveFailures)
+            if health.lastSuccess is not None:
+                lastSuccess.add_metric([hook(key)], health.lastSuccess)
+            if health.lastFailure is not None:
+                lastFailure.add_metric([hook(key)], health.lastFailure)
             at = dispatcher.oldestPendingAt()
             if at is not None:
                 oldest.append(at)
-        yield from (inFlight, queued)
+        yield from (inFlight, queued, failures, lastSuccess, lastFailure)
+        unstored = GaugeMetricFamily(
+            "butler_tw_outbox_unstored_alerts",
+            "Alerts in memory waiting to be stored (bound: messageQueue.maxSize)",
+        )
+        unstored.add_metric([], self._unstored())
+        yield unstored
+        writeErrors = CounterMetricFamily("butler_tw_outbox_write_errors", "Outbox write batches that failed")
+        writeErrors.add_metric([], self._writeErrors())
+        yield writeErrors
         depth = GaugeMetricFamily("butler_tw_outbox_pending", "Pending deliveries (waiting or in flight)")
         depth.add_metric([], sum(d.queued + d.inFlight for d in self._dispatchers.values()))
         yield depth

@@ -51,6 +51,8 @@ class Notifier:
         self._gate = gate if gate is not None else Gate(clock, stats, config.maxMessageSize)
         # Alerts handed to the outbox and not yet stored: bounded by maxBufferedAlerts.
         self._unstored = 0
+        #: When an alert was last shed (for /health).
+        self.lastShedAt: float | None = None
         self._dropLog = LogThrottle(clock, self._summariseDrops, maxKeys=100)
         self._storeLog = LogThrottle(clock, self._summariseSheds)
 
@@ -159,8 +161,14 @@ class Notifier:
         """Alerts handed to the outbox and not yet stored."""
         return self._unstored
 
+    @property
+    def backlogged(self) -> bool:
+        """Whether the alerts waiting to be stored passed ``messageQueue.backpressureThreshold``."""
+        return self._unstored >= self._config.maxBufferedAlerts * self._config.backpressureThreshold
+
     def _shed(self, alert: Alert) -> None:
         self._stats.incr("alerts_shed", alert.kind.value)
+        self.lastShedAt = self._clock.seconds()
         if self._storeLog.allow("shed"):
             log.error(
                 "{event}: task {taskName!r} ({taskId}) SHED: {n} alerts already wait in memory for the "

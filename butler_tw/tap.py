@@ -182,6 +182,8 @@ def http_service(
             storeWritable(),
             getattr(outbox, "lastError", None),
             states,
+            pipeline.notifier.lastShedAt,
+            pipeline.notifier.backlogged,
         )
 
     collector = ButlerCollector(
@@ -191,6 +193,8 @@ def http_service(
         storeWritable,
         lambda: intake.listeningOn is not None,
         reactor.seconds,
+        lambda: pipeline.notifier.unstored,
+        lambda: int(getattr(outbox, "writeErrors", 0)),
     )
     site = make_site(
         registry_for(collector), health, outbox, lambda: webhook_labels(pipeline.config.webhooks)

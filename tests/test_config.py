@@ -1160,6 +1160,21 @@ class WebhookNameTests(ConfigTestCase):
         )
 
 
+class HttpListenWarningTests(ConfigTestCase):
+    def test_reachableFromOtherHostsIsWarned(self) -> None:
+        for listen, warned in (
+            ("tcp:9090:interface=127.0.0.1", False),
+            ("tcp6:9090:interface=\\:\\:1", False),
+            ("unix:/run/butler-tw.sock", False),
+            ("tcp:9090", True),
+            ("tcp:9090:interface=0.0.0.0", True),
+        ):
+            doc = with_hooks(hook())
+            doc["butlerWebhook"] = {"http": {"listen": listen}}
+            warnings = parse_config(doc).warnings()
+            self.assertEqual(any("no authentication" in w for w in warnings), warned, listen)
+
+
 class LogFullPathTests(ConfigTestCase):
     """``logFullPath: true``: the owner marks the URL's path safe to log; user info and query never are."""
 

@@ -13,7 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from butler_tw.health import STALE_PENDING, WebhookHealth, WebhookState, report
+from butler_tw.health import RECENT, STALE_PENDING, WebhookHealth, WebhookState, report
 from butler_tw.http import Outcome
 from butler_tw.metrics import ButlerCollector, registry_for, webhook_labels
 from butler_tw.stats import Histogram, Stats
@@ -59,6 +59,23 @@ class HealthRuleTests(SynchronousTestCase):
         self.assertEqual((code, body["status"]), (503, "failing"))
         self.assertEqual(body["problems"][0], "the outbox cannot be written (disk I/O error)")
 
+    def test_shedAlertIsFailingForAWhile(self) -> None:
+        code, body = report(1000.0, True, "x", True, None, [state()], lastShedAt=990.0)
+        self.assertEqual((code, body["status"]), (503, "failing"))
+        self.assertIn("alerts were shed 10 s ago", body["problems"][0])
+        code, body = report(1000.0 + RECENT, True, "x", True, None, [state()], lastShedAt=990.0)
+        self.assertEqual((code, body["status"]), (200, "ok"))
+
+    def test_recentDeadLetterOrBacklogIsDegraded(self) -> None:
+        hook = state()
+        hook.health.lastDead = 950.0
+        _, body = report(1000.0, True, "x", True, None, [hook])
+        self.assertEqual(body["status"], "degraded")
+        self.assertEqual(body["problems"], ["Chat: a delivery was given up 50 s ago (a dead letter)"])
+        self.assertEqual(body["webhooks"][0]["lastDeadLetter"], "1970-01-01T00:15:50+00:00")
+        _, body = report(1000.0, True, "x", True, None, [state()], backlogged=True)
+        self.assertEqual(body["status"], "degraded")
+
     def test_recoveryClearsTheFailure(self) -> None:
         health = WebhookHealth()
         health.failure(1.0, "timed out after 10 s")
@@ -89,7 +106,9 @@ class MetricsTests(SynchronousTestCase):
         stats.incr("attempt_outcome_timeout", hook.key)
         stats.incr("attempt_outcome_delivered", hook.key, by=3)
         stats.observe("delivery_latency", 0.02, hook.key)
-        collector = ButlerCollector(stats, lambda: [hook], {}, lambda: True, lambda: True, lambda: 0.0)
+        collector = ButlerCollector(
+            stats, lambda: [hook], {}, lambda: True, lambda: True, lambda: 0.0, lambda: 7, lambda: 2
+        )
         text = generate_latest(registry_for(collector)).decode()
         name = hook.name
         for line in (
@@ -102,6 +121,8 @@ class MetricsTests(SynchronousTestCase):
             f'butler_tw_delivery_latency_seconds_bucket{{le="0.025",webhook="{name}"}} 1.0',
             f'butler_tw_delivery_latency_seconds_count{{webhook="{name}"}} 1.0',
             "butler_tw_outbox_writable 1.0",
+            "butler_tw_outbox_unstored_alerts 7.0",
+            "butler_tw_outbox_write_errors_total 2.0",
             "butler_tw_udp_listening 1.0",
         ):
             self.assertIn(line, text.splitlines())
@@ -197,6 +218,7 @@ class HttpEndpointTests(TestCase):
         self.assertIn('butler_tw_delivery_attempts_total{outcome="delivered",webhook="Ticketing"} 1.0', lines)
         self.assertIn('butler_tw_delivery_attempts_total{outcome="retry",webhook="Chat"} 1.0', lines)
         self.assertIn('butler_tw_webhook_queued{webhook="Chat"} 1.0', lines)
+        self.assertIn('butler_tw_webhook_consecutive_failures{webhook="Chat"} 1.0', lines)
         self.assertIn("butler_tw_outbox_pending 1.0", lines)
 
         # The retry succeeds: health is ok again, the counters say so.
