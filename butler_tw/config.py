@@ -457,7 +457,7 @@ class _Validator:
 
         try:
             serverFromString(reactor, listen)
-        except (ValueError, TypeError, KeyError) as e:
+        except Exception as e:  # a missing key file raises OSError, a bad port ValueError, ...
             self.problem(
                 f"{path}.listen",
                 f"not a valid endpoint description ({e}); e.g. 'tcp:9090:interface=127.0.0.1'",

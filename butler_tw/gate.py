@@ -38,6 +38,9 @@ class Gate:
         self._sources = sources
         self._perSource = perSourceLimit
         self._log = LogThrottle(clock, self._summarise)
+        self._clock = clock
+        #: When a source last went over rateLimit.maxMessagesPerMinute (for /health).
+        self.lastRateLimitedAt: float | None = None
 
     def admit(self, data: bytes, source: str) -> bool:
         """Whether to parse ``data`` from ``source``; refusals are counted and reported."""
@@ -47,6 +50,7 @@ class Gate:
             return False
         if self._perSource is not None and not self._perSource.allow(source):
             self._stats.incr("datagrams_source_rate_limited")
+            self.lastRateLimitedAt = self._clock.seconds()
             reason = f"more than rateLimit.maxMessagesPerMinute ({self._perSource.perMinute}) from there"
             self.reject(data, source, Rejected(reason, "rate"))
             return False

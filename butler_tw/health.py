@@ -8,8 +8,9 @@ Overall status, in order:
 - ``degraded`` (HTTP 200): the daemon works, but a receiver does not, or
   the outbox lags: a webhook's last attempt failed, a delivery was given up
   (dead letter) in the last :data:`RECENT` seconds, a delivery has waited
-  longer than :data:`STALE_PENDING` seconds, or the alerts waiting to be
-  stored passed ``messageQueue.backpressureThreshold``. 200, because
+  longer than :data:`STALE_PENDING` seconds, the alerts waiting to be
+  stored passed ``messageQueue.backpressureThreshold``, a source went over
+  its per-minute limit recently, or nothing is configured to be sent. 200, because
   restarting butler-tw fixes none of these.
 - ``ok`` (HTTP 200) otherwise.
 """
@@ -75,6 +76,8 @@ def report(
     webhooks: Iterable[WebhookState],
     lastShedAt: float | None = None,
     backlogged: bool = False,
+    lastSourceLimitedAt: float | None = None,
+    notSending: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of ``/health``."""
     hooks = list(webhooks)
@@ -100,6 +103,13 @@ def report(
         worries.append(f"a delivery has been pending for {oldestAge:.0f} s")
     if backlogged:
         worries.append("the outbox is falling behind (messageQueue.backpressureThreshold passed)")
+    if lastSourceLimitedAt is not None and now - lastSourceLimitedAt < RECENT:
+        worries.append(
+            f"datagrams from a source were dropped by rateLimit.maxMessagesPerMinute "
+            f"{now - lastSourceLimitedAt:.0f} s ago: alerts may have been among them"
+        )
+    if notSending:
+        worries.append(notSending)
     status = "failing" if problems else "degraded" if worries else "ok"
     body = {
         "status": status,

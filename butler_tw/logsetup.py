@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any, cast
@@ -86,7 +87,17 @@ def observer() -> ILogObserver:
 def _open(name: str | None, nodaemon: bool) -> IO[str]:
     if name == "-" or (nodaemon and not name):
         return sys.stdout
-    return cast(IO[str], logfile.LogFile.fromFullPath(name or "twistd.log"))
+    logFile = logfile.LogFile.fromFullPath(name or "twistd.log")
+    # As twistd's own --logfile observer does: SIGUSR1 rotates (logrotate's postrotate),
+    # instead of its default action, which ends the process.
+    if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        from twisted.internet import reactor
+
+        signal.signal(
+            signal.SIGUSR1,
+            lambda *_: reactor.callFromThread(logFile.rotate),  # type: ignore[attr-defined]
+        )
+    return cast(IO[str], logFile)
 
 
 @implementer(ILogFilterPredicate)

@@ -55,6 +55,15 @@ class Notifier:
         self.lastShedAt: float | None = None
         self._dropLog = LogThrottle(clock, self._summariseDrops, maxKeys=100)
         self._storeLog = LogThrottle(clock, self._summariseSheds)
+        self._guessLog = LogThrottle(
+            clock,
+            lambda swallowed: log.warn(
+                "Parsed {n} more alerts with a guess in the last {period:g} s (alerts_ambiguous_split)",
+                n=sum(swallowed.values()),
+                period=self._guessLog.period,
+            ),
+            maxKeys=100,
+        )
 
     def datagram(self, data: bytes, source: str = "unknown") -> None:
         """Handle one datagram from the log appender, sent from address ``source``."""
@@ -66,6 +75,7 @@ class Notifier:
             self._stats.incr("alerts_parsed", result.alert.kind.value)
             if result.note:
                 self._stats.incr("alerts_ambiguous_split")
+            if result.note and self._guessLog.allow(result.alert.taskId.lower()):
                 log.warn(
                     "Alert for task {taskName!r} ({taskId}) parsed with a guess: {note}",
                     taskName=result.alert.taskName,
@@ -93,6 +103,7 @@ class Notifier:
         self._gate.stop()
         self._dropLog.stop()
         self._storeLog.stop()
+        self._guessLog.stop()
 
     def alert(self, alert: Alert) -> None:
         """De-duplicate and rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
@@ -160,6 +171,11 @@ class Notifier:
     def unstored(self) -> int:
         """Alerts handed to the outbox and not yet stored."""
         return self._unstored
+
+    @property
+    def lastSourceLimitedAt(self) -> float | None:
+        """When datagrams from a source were last dropped by the per-source rate limit."""
+        return self._gate.lastRateLimitedAt
 
     @property
     def backlogged(self) -> bool:

@@ -36,9 +36,17 @@ def parse_entry(entry: str) -> Network | str:
     """
     text = entry.strip()
     try:
-        return ipaddress.ip_network(text, strict=False)
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         pass
+    else:
+        mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(mapped):
+            # As a dual-stack socket reports IPv4 senders: match them as IPv4.
+            first = network.network_address.ipv4_mapped
+            assert first is not None
+            return ipaddress.ip_network(f"{first}/{max(0, network.prefixlen - 96)}", strict=False)
+        return network
     if "/" in text or ":" in text or re.fullmatch(r"[\d.]+", text):
         raise ValueError(f"{text[:60]!r} is not a valid IP address or CIDR range")
     if len(text) > 253 or not _HOSTNAME.fullmatch(text):

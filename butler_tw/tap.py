@@ -8,6 +8,7 @@ exit status is non-zero.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -69,8 +70,11 @@ class Options(usage.Options):
             sys.stderr.write(f"butler-webhook: {e}\n")
             raise SystemExit(2) from None
         self.config = config
-        if self.parent is not None:  # twistd's options: how it logs
+        if self.parent is not None:  # under twistd
             configure_logging(self.parent, config.logFormat, config.logLevel)
+            # SIGHUP means "reload", never "die": ignored until the reloader takes it
+            # at start-up, and again once it gives it back at stop.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def resolve_listen_host(host: str) -> str:
@@ -184,6 +188,8 @@ def http_service(
             states,
             pipeline.notifier.lastShedAt,
             pipeline.notifier.backlogged,
+            pipeline.notifier.lastSourceLimitedAt,
+            not_sending(pipeline.config),
         )
 
     collector = ButlerCollector(
@@ -200,6 +206,15 @@ def http_service(
         registry_for(collector), health, outbox, lambda: webhook_labels(pipeline.config.webhooks)
     )
     return HttpService(reactor, listen, site)
+
+
+def not_sending(config: Config) -> str | None:
+    """Why no alert can go out at all, if so."""
+    if not config.notificationsEnabled:
+        return "Butler.webhookNotification.enable is false: alerts are received and counted only"
+    if not config.webhooks:
+        return "no webhook is configured: alerts are received and counted only"
+    return None
 
 
 def log_startup(config: Config) -> None:

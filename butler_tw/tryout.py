@@ -111,6 +111,11 @@ def make_test_alert(kind: EventKind, now: float | None = None) -> Alert:
     )
 
 
+def _called(w: Webhook, name: str) -> bool:
+    """Whether ``--webhook NAME`` means ``w``: its name, description or key."""
+    return name in (w.label, w.description, w.key)
+
+
 def select_webhooks(
     config: Config, kind: EventKind | None, name: str | None
 ) -> tuple[list[tuple[EventKind, Webhook]], str | None]:
@@ -125,17 +130,15 @@ def select_webhooks(
         routes = list(config.routes.values())
     else:
         routes = [config.routes[EventKind.FAILED]]
-    chosen = [
-        (r.kind, w) for r in routes for w in r.webhooks if name is None or name in (w.description, w.key)
-    ]
+    chosen = [(r.kind, w) for r in routes for w in r.webhooks if name is None or _called(w, name)]
     if chosen:
         return chosen, None
     blocks = " or ".join(r.kind.value for r in routes)
     if name is None:
         return [], f"no webhooks are configured in {blocks}: nothing to test"
     known = [f"{w.description!r} ({w.key})" if w.description else w.key for r in routes for w in r.webhooks]
-    problem = f"no webhook in {blocks} has the description or key {name!r}"
-    elsewhere = [r.kind for r in config.routes.values() for w in r.webhooks if name in (w.description, w.key)]
+    problem = f"no webhook in {blocks} has the name, description or key {name!r}"
+    elsewhere = [r.kind for r in config.routes.values() for w in r.webhooks if _called(w, name)]
     if elsewhere:
         flag = "failed" if elsewhere[0] is EventKind.FAILED else "aborted"
         problem += f" (it is in {elsewhere[0].value}: use --event {flag})"

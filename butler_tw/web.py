@@ -60,18 +60,23 @@ class HealthPage(_Leaf):
         return _json(request, status, body)
 
 
+def display_key(key: str) -> str:
+    """A webhook key as shown: a removed webhook's key without the fingerprint of its URL."""
+    return key.split("@removed-", 1)[0] + " (removed)" if "@removed-" in key else key
+
+
 def delivery_json(d: Delivery, names: dict[str, str]) -> dict[str, Any]:
     a = d.alert
     return {
-        "id": d.id,
+        "id": f"{a.alertId}/{display_key(d.webhookKey)}",
         "alertId": a.alertId,
         "event": a.event,
         "taskName": a.taskName,
         "taskId": a.taskId,
         "hostName": a.hostName,
         "executionId": a.executionId,
-        "webhook": names.get(d.webhookKey, d.webhookKey),
-        "webhookKey": d.webhookKey,
+        "webhook": names.get(d.webhookKey, display_key(d.webhookKey)),
+        "webhookKey": display_key(d.webhookKey),
         "state": d.state.value,
         "attempts": d.attempts,
         "lastOutcome": d.lastOutcome,
@@ -106,7 +111,14 @@ class DeliveriesPage(_Leaf):
                 {"error": f"state must be pending or dead, limit a number from 1 to {MAX_LIMIT}"},
             )
 
+        if not getattr(self._outbox, "healthy", True):
+            return _json(request, 503, {"error": "the outbox cannot be read or written now; see /health"})
+        finished: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: finished.append(True))
+
         def done(rows: list[Delivery]) -> None:
+            if finished:
+                return  # the client went away
             names = self._names()
             alerts: dict[str, dict[str, Any]] = {}
             for d in rows:
@@ -128,6 +140,8 @@ class DeliveriesPage(_Leaf):
 
         def failed(f: Failure) -> None:
             log.error("Could not read the outbox for /deliveries: {error}", error=str(f.value))
+            if finished:
+                return
             request.write(_json(request, 503, {"error": "the outbox could not be read"}))
             request.finish()
 
@@ -140,6 +154,13 @@ class Root(Resource):
         return _json(request, 200, {"endpoints": ["/metrics", "/health", "/deliveries"]})
 
 
+class _QuietSite(Site):
+    """No access-log line per request: a scrape every 15 s would write thousands a day."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
 def make_site(
     registry: CollectorRegistry,
     health: Callable[[], tuple[int, dict[str, Any]]],
@@ -150,7 +171,7 @@ def make_site(
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"health", HealthPage(health))
     root.putChild(b"deliveries", DeliveriesPage(outbox, names))
-    site = Site(root)
+    site = _QuietSite(root)
     site.noisy = False
     site.displayTracebacks = False
     return site

@@ -422,7 +422,7 @@ class SendTestTests(TestCase):
         status, out, err = yield run_command("send-test", config, "--webhook", "Slack")
         self.assertEqual((status, out), (2, ""))
         self.assertIn(
-            "no webhook in reloadTaskFailure or reloadTaskAborted has the description or key 'Slack'", err
+            "no webhook in reloadTaskFailure or reloadTaskAborted has the name, description or key 'Slack'", err
         )
         self.assertIn("'Teams' (reloadTaskFailure.webhooks[0])", err)
         self.assertEqual(receiver.requests, [])

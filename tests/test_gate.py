@@ -71,6 +71,14 @@ class SourceFilterTests(SynchronousTestCase):
         self.assertTrue(f.allows("::ffff:10.1.2.3"))
         self.assertEqual(source_address("::ffff:10.1.2.3"), ipaddress.ip_address("10.1.2.3"))
 
+    def test_ipv4MappedEntryMatchesAsIPv4(self) -> None:
+        """An address copied from a log line on a dual-stack socket (::ffff:a.b.c.d) works as an entry."""
+        f = sources("::ffff:10.0.0.5", "::ffff:10.1.0.0/112")
+        self.assertTrue(f.allows("10.0.0.5"))
+        self.assertTrue(f.allows("::ffff:10.0.0.5"))
+        self.assertTrue(f.allows("10.1.0.77"))
+        self.assertFalse(f.allows("10.0.0.6"))
+
     def test_garbageSourceRefused(self) -> None:
         self.assertFalse(sources("0.0.0.0/0").allows("not an address"))
 
@@ -301,6 +309,34 @@ class SheddingTests(SynchronousTestCase):
         self.outbox.unstall()
         self.assertEqual(self.stats.get("alerts_duplicate"), 0)
         self.assertEqual(len(self.dispatcher.submitted), 1001)
+
+
+class GuessLogTests(SynchronousTestCase):
+    def test_ambiguousSplitLoggedOncePerTaskPerMinute(self) -> None:
+        clock = Clock()
+        log = LogCapture(self, "butler_tw.notifier")
+        stats = Stats()
+        notifier = Notifier(
+            config(),
+            clock,
+            MemoryOutbox(),
+            {"reloadTaskFailure.webhooks[0]": FakeDispatcher()},  # type: ignore[dict-item]
+            RateLimiter(clock, {}),
+            stats,
+        )
+        ambiguous = (
+            b"/scheduler-task-failed/;host;Reload a;b;App a;b;LAB\\u;dec2a02a-1680-44ef-8dc2-e2bfb180af87;"
+            b"5e3dbea5-1c1b-4a7c-8b33-6d3d4a1e8e11;2021-02-16 09:24:59,099;INFO;"
+            b"14a81bf5-f81c-4047-b1a1-193b0920de28;Max retries"
+        )
+        for _ in range(50):
+            notifier.datagram(ambiguous)
+        if stats.get("alerts_ambiguous_split") == 0:
+            self.skipTest("this datagram is not ambiguous for the parser")
+        guesses = [line for line in log.lines() if "parsed with a guess" in line]
+        self.assertEqual(len(guesses), 1)
+        clock.advance(60)
+        self.assertIn("Parsed 49 more alerts with a guess in the last 60 s", log.lines()[-1])
 
 
 class DropLogTests(SynchronousTestCase):

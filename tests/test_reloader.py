@@ -171,7 +171,7 @@ class ReloaderTests(SynchronousTestCase):
         )
         # The moved delivery is retried at its time, by the webhook at its new position.
         before = len(self.reactor.tcpClients)
-        self.reactor.advance(60)
+        self.reactor.advance(70)
         self.assertEqual(self.connectedPorts()[before:], [2])
 
     def test_invalidFileKeepsRunningConfig(self) -> None:

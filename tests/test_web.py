@@ -76,6 +76,13 @@ class HealthRuleTests(SynchronousTestCase):
         _, body = report(1000.0, True, "x", True, None, [state()], backlogged=True)
         self.assertEqual(body["status"], "degraded")
 
+    def test_sourceLimitedOrNothingToSendIsDegraded(self) -> None:
+        _, body = report(1000.0, True, "x", True, None, [state()], lastSourceLimitedAt=999.0)
+        self.assertEqual(body["status"], "degraded")
+        self.assertIn("rateLimit.maxMessagesPerMinute 1 s ago", body["problems"][0])
+        _, body = report(1000.0, True, "x", True, None, [], notSending="no webhook is configured")
+        self.assertEqual((body["status"], body["problems"]), ("degraded", ["no webhook is configured"]))
+
     def test_recoveryClearsTheFailure(self) -> None:
         health = WebhookHealth()
         health.failure(1.0, "timed out after 10 s")
