@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from butler_tw.dedup import Deduplicator
 from butler_tw.dispatch import Dispatcher
 from butler_tw.http import WebhookClient
-from butler_tw.outbox import IOutbox, Rebinding, State
+from butler_tw.outbox import IOutbox, Rebinding, State, describe_key
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
 
@@ -145,10 +145,10 @@ class NotifierService(Service):
                     attrs.evolve(delivery, state=State.DEAD, lastOutcome="webhook no longer in the config")
                 )
                 log.warn(
-                    "Delivery {id} is for webhook {key}, which is no longer in the config: "
+                    "A delivery of alert {alertId} is for webhook {key}, which is no longer in the config: "
                     "kept as a dead letter",
-                    id=delivery.id,
-                    key=delivery.webhookKey,
+                    alertId=delivery.alert.alertId,
+                    key=describe_key(delivery.webhookKey, {}),
                 )
         if resumed:
             log.info(message, n=resumed)

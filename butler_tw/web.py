@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from butler_tw.health import iso
-from butler_tw.outbox import Delivery, IOutbox, State
+from butler_tw.outbox import Delivery, IOutbox, State, describe_key
 
 log = Logger(namespace="butler_tw.web")
 
@@ -62,7 +62,7 @@ class HealthPage(_Leaf):
 
 def display_key(key: str) -> str:
     """A webhook key as shown: a removed webhook's key without the fingerprint of its URL."""
-    return key.split("@removed-", 1)[0] + " (removed)" if "@removed-" in key else key
+    return describe_key(key, {key: key}) if "@removed-" not in key else describe_key(key, {})
 
 
 def delivery_json(d: Delivery, names: dict[str, str]) -> dict[str, Any]:
