@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -177,6 +178,10 @@ class SqliteOutbox:
         self.lastError: str | None = None
         self.writeErrors = 0
         self.commits = 0
+        #: Alerts handed on to delivery while their write waits for a retry: they
+        #: count against messageQueue.maxSize, so a dead disk cannot grow memory forever.
+        self.unsavedAlerts = 0
+        self._adds: weakref.WeakSet[_Op] = weakref.WeakSet()
 
     def open(self) -> None:
         """Connect and start the writer thread.
@@ -244,6 +249,7 @@ class SqliteOutbox:
             if not self.healthy:
                 log.info("Outbox writes to {path} work again", path=db_path(self.stateDir))
             self.healthy = True
+            self.unsavedAlerts = 0  # what a failure kept was in this batch
             for (_, d, _), value in zip(batch, result, strict=True):
                 if d is not None and not d.called:
                     d.callback(value)
@@ -270,6 +276,7 @@ class SqliteOutbox:
             retry.append((op, d, read))
         # Retried first, so that a later update of the same rows still lands after them.
         self._queued = retry + self._queued
+        self.unsavedAlerts = sum(1 for op, _, _ in retry if op in self._adds)
         self._retryCall = self._reactor.callLater(self._backoff, self._flush)
         self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
 
@@ -290,6 +297,7 @@ class SqliteOutbox:
                 [(d.id, alert.alertId, d.webhookKey, now, now, now) for d in deliveries],
             )
 
+        self._adds.add(op)
         d = self._submit(op, wait=True)
         assert d is not None
         return d.addCallback(lambda _: deliveries)

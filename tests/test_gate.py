@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.alert import Alert
 from butler_tw.config import ConfigError, parse_config
@@ -362,3 +362,66 @@ class DropLogTests(SynchronousTestCase):
         self.assertIn("rate limited", lines[0])
         clock.advance(60)
         self.assertEqual(log.lines()[1], "Also not sent in the last 60 s: 998 rate limited (1 task(s))")
+
+
+class FailingDiskTests(TestCase):
+    """The disk under the outbox fails for good: alerts still flow, memory stays bounded, the rest is shed."""
+
+    @inlineCallbacks
+    def test_boundHoldsWhileWritesFail(self) -> Any:
+        import sqlite3
+
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        from butler_tw.sqlitestore import SqliteOutbox
+
+        outbox = SqliteOutbox(self.mktemp(), reactor)
+        outbox.open()
+
+        def broken(ops: Any) -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        outbox._commit = broken  # type: ignore[method-assign]
+        self.addCleanup(lambda: outbox._retryCall.cancel() if outbox._retryCall else None)
+        self.addCleanup(outbox._pool.stop)
+        cfg = parse_config(
+            {
+                "Butler": {
+                    "udpServerConfig": {
+                        "enable": True,
+                        "serverHost": "127.0.0.1",
+                        "portTaskFailure": 9998,
+                        "messageQueue": {"maxSize": 1000},
+                    },
+                    "webhookNotification": {
+                        "enable": True,
+                        "reloadTaskFailure": {
+                            "rateLimit": 0,
+                            "webhooks": [{"webhookURL": "http://h/a", "httpMethod": "POST"}],
+                        },
+                    },
+                }
+            }
+        )
+        stats = Stats()
+        dispatcher = FakeDispatcher()
+        notifier = Notifier(
+            cfg,
+            reactor,
+            outbox,
+            {"reloadTaskFailure.webhooks[0]": dispatcher},  # type: ignore[dict-item]
+            RateLimiter(reactor, {}),
+            stats,
+        )
+        self.addCleanup(notifier.stop)
+        for chunk in range(6):
+            for data in distinct(3000)[chunk * 500 : (chunk + 1) * 500]:
+                notifier.datagram(data)
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(outbox.healthy)
+        self.assertLessEqual(outbox.unsavedAlerts + notifier.unstored, 1000)
+        self.assertGreater(len(dispatcher.submitted), 0)  # delivery carries on from memory
+        # Every alert is delivered from memory, shed (counted), or waiting for its first write attempt.
+        self.assertEqual(len(dispatcher.submitted) + stats.get("alerts_shed") + notifier.unstored, 3000)
+        self.assertGreaterEqual(stats.get("alerts_shed"), 2000)
