@@ -167,17 +167,18 @@ class Dispatcher:
             lastOutcome=lastOutcome,
         )
         self._log_attempt(updated, outcome, (now - started) * 1000, nextAt)
-        self._stats.incr(f"attempts_{verdict.value}", self.webhook.key)
-        self._stats.incr(f"attempt_outcome_{outcome.kind}", self.webhook.key)
+        statsKey = self._keyNow()  # after a reload: where this webhook is now
+        self._stats.incr(f"attempts_{verdict.value}", statsKey)
+        self._stats.incr(f"attempt_outcome_{outcome.kind}", statsKey)
         if verdict is Verdict.DELIVERED:
             self.health.success(now)
         else:
             self.health.failure(now, outcome.describe())
         if state is State.DELIVERED:
-            self._stats.incr("deliveries_delivered", self.webhook.key)
-            self._stats.observe("delivery_latency", now - delivery.acceptedAt, self.webhook.key)
+            self._stats.incr("deliveries_delivered", statsKey)
+            self._stats.observe("delivery_latency", now - delivery.acceptedAt, statsKey)
         elif state is State.DEAD:
-            self._stats.incr("deliveries_dead", self.webhook.key)
+            self._stats.incr("deliveries_dead", statsKey)
             self.health.lastDead = now
         self._outbox.record(updated)
         if state is not State.PENDING and self.onFinal is not None:
@@ -201,7 +202,7 @@ class Dispatcher:
             webhook=self.webhook.name,
             maxAge=self.webhook.retry.maxAge,
         )
-        self._stats.incr("deliveries_dead", self.webhook.key)
+        self._stats.incr("deliveries_dead", self._keyNow())
         self.health.lastDead = self._clock.seconds()
         self._outbox.record(dead)
         if self.onFinal is not None:
@@ -313,7 +314,7 @@ class Dispatcher:
             # Pending in the outbox under the old key until the rebind, which
             # was queued first and has made it this dead letter: only count it.
             dead = attrs.evolve(delivery, webhookKey=self._keyNow(), state=State.DEAD, lastOutcome=REMOVED)
-            self._stats.incr("deliveries_dead", self.webhook.key)
+            self._stats.incr("deliveries_dead", self._keyNow())
             if self.onFinal is not None:
                 self.onFinal(dead)
             return

@@ -22,6 +22,7 @@ from prometheus_client.utils import floatToGoString
 from butler_tw import __version__
 from butler_tw.config import Webhook
 from butler_tw.dispatch import Dispatcher
+from butler_tw.outbox import describe_key
 from butler_tw.stats import Stats
 
 #: Stats counter -> the ``outcome`` label of butler_tw_alerts_total.
@@ -74,7 +75,8 @@ class ButlerCollector(Collector):
         labels = webhook_labels(self._webhooks())
 
         def hook(key: str) -> str:
-            return labels.get(key, key)  # a webhook removed by a reload keeps its key
+            # A webhook removed by a reload: "reloadTaskFailure.webhooks[0] (removed)".
+            return describe_key(key, labels)
 
         counts = self._stats.items()
         received = CounterMetricFamily("butler_tw_datagrams_received", "Datagrams read from the UDP socket")

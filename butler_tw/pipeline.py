@@ -22,7 +22,7 @@ from butler_tw.dispatch import Dispatcher
 from butler_tw.gate import Gate
 from butler_tw.http import WebhookClient
 from butler_tw.notifier import Notifier
-from butler_tw.outbox import IOutbox, Rebinding
+from butler_tw.outbox import IOutbox, Rebinding, removed_key
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.reloadplan import ReloadPlan
 from butler_tw.service import NotifierService
@@ -122,6 +122,15 @@ class Pipeline:
         for w in [r.new for r in plan.replaced] + list(plan.added):
             dispatchers[w.key], clients[w.key] = self._webhook(w)
         gate = self._gate(config, sources)
+        # Per-webhook numbers follow their webhook: moved to its new key, or kept
+        # apart under a removed key, never inherited by whoever takes the position.
+        fingerprints = {w.key: w.fingerprint for w in self.config.webhooks}
+        self._stats.relabel(
+            {
+                old: new if new is not None else removed_key(old, fingerprints.get(old, "?"))
+                for old, new in plan.successors.items()
+            }
+        )
         self.limiter.reconfigure(rate_limits(config))
         self.dedup.reconfigure(config.dedupTtl)
         self.notifier.reconfigure(config, gate)

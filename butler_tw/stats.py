@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
+from typing import Mapping
 
 #: Upper bounds, in seconds, of the datagram-to-delivery latency buckets.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
@@ -62,6 +63,29 @@ class Stats:
         if histogram is None:
             histogram = self.histograms[(name, label)] = Histogram()
         histogram.observe(value)
+
+    def relabel(self, moves: Mapping[str, str]) -> None:
+        """Move every counter and histogram labelled ``old`` to ``new``, for each ``old -> new``.
+
+        At a configuration reload, per-webhook numbers follow their webhook to
+        its new position, so that a position taken by another webhook starts
+        from its own numbers. All moves happen at once (positions may swap).
+        """
+        counts: Counter[tuple[str, str]] = Counter()
+        for (name, label), n in self._counts.items():
+            counts[(name, moves.get(label, label))] += n
+        self._counts = counts
+        histograms: dict[tuple[str, str], Histogram] = {}
+        for (name, label), histogram in self.histograms.items():
+            key = (name, moves.get(label, label))
+            if key in histograms:
+                merged = histograms[key]
+                merged.counts = [a + b for a, b in zip(merged.counts, histogram.counts, strict=True)]
+                merged.sum += histogram.sum
+                merged.count += histogram.count
+            else:
+                histograms[key] = histogram
+        self.histograms = histograms
 
     def items(self) -> list[tuple[str, str, int]]:
         """Every counter as (name, label, value)."""

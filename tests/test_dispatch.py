@@ -446,7 +446,10 @@ class RetireTests(SynchronousTestCase):
         self.assertEqual((dead.webhookKey, dead.state, dead.lastOutcome), (gone, State.DEAD, REMOVED))
         # The outbox's rebind (queued before) made it a dead letter: no second write.
         self.assertEqual(len(self.outbox.history), recorded)
-        self.assertEqual(self.stats.get("deliveries_dead", self.OLD), 1)
+        # Counted under the removed key: never under the position another webhook may take.
+        self.assertEqual(
+            (self.stats.get("deliveries_dead", gone), self.stats.get("deliveries_dead", self.OLD)), (1, 0)
+        )
         self.assertEqual(self.clock.getDelayedCalls(), [])
         # Submitted later: dead too, never attempted.
         self.submit(old, 1)

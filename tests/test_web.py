@@ -264,3 +264,27 @@ class HttpEndpointTests(TestCase):
 
 def pause(seconds: float) -> Any:
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+class RelabelTests(SynchronousTestCase):
+    """At a reload, per-webhook numbers follow their webhook (a review finding)."""
+
+    def test_movedRemovedAndSwapped(self) -> None:
+        stats = Stats()
+        stats.incr("deliveries_dead", "a", by=2)
+        stats.incr("deliveries_dead", "b", by=5)
+        stats.observe("delivery_latency", 0.1, "a")
+        stats.observe("delivery_latency", 0.2, "c")
+        stats.relabel({"a": "b", "b": "a@removed-x", "c": "b"})
+        self.assertEqual(stats.get("deliveries_dead", "b"), 2)
+        self.assertEqual(stats.get("deliveries_dead", "a@removed-x"), 5)
+        self.assertEqual(stats.get("deliveries_dead", "a"), 0)
+        self.assertEqual(stats.histograms[("delivery_latency", "b")].count, 2)
+
+    def test_removedLabelShowsNoFingerprint(self) -> None:
+        stats = Stats()
+        stats.incr("deliveries_dead", "reloadTaskFailure.webhooks[0]@removed-1d593dd49228f836")
+        collector = ButlerCollector(stats, lambda: [], {}, lambda: True, lambda: True, lambda: 0.0)
+        text = generate_latest(registry_for(collector)).decode()
+        self.assertIn('webhook="reloadTaskFailure.webhooks[0] (removed)"', text)
+        self.assertNotIn("1d593dd4", text)
