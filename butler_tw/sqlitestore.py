@@ -26,6 +26,7 @@ import sqlite3
 import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -152,6 +153,13 @@ _MAX_BACKOFF = 30.0
 _MOVING = "moving:"  # temporary key prefix in rebind(); config keys never start with it
 
 
+@attrs.frozen
+class _ReadFailed:
+    """A read's error, carried out of the writer thread without failing the batch."""
+
+    error: Exception
+
+
 @implementer(IOutbox)
 class SqliteOutbox:
     """``IOutbox`` on SQLite, with every write on one thread, group-committed.
@@ -223,24 +231,43 @@ class SqliteOutbox:
                 d.callback(None)
             return
         self._committing = True
-        done = deferToThreadPool(self._reactor, self._pool, self._commit, [op for op, _, _ in batch])
+        done = deferToThreadPool(
+            self._reactor, self._pool, self._commit, [(op, read) for op, _, read in batch]
+        )
         done.addBoth(self._committed, batch)
 
-    def _commit(self, ops: list[_Op]) -> list[Any]:
-        """On the writer thread: run ``ops`` in one transaction."""
+    def _commit(self, ops: list[tuple[_Op, bool]]) -> list[Any]:
+        """On the writer thread: run ``ops`` in one transaction.
+
+        A read that fails is rolled back to its own savepoint and answers
+        with the error (a :class:`_ReadFailed`): it must not undo the writes
+        it shares the transaction with.
+        """
         conn = self._conn
         assert conn is not None, "open() first"
         # IMMEDIATE: take the write lock up front, so a commit by `butler-tw
         # replay` between our reads and writes cannot void the whole batch.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results = [op(conn) for op in ops]
+            results = [self._read(conn, op) if read else op(conn) for op, read in ops]
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, op: _Op) -> Any:
+        conn.execute("SAVEPOINT read")
+        try:
+            value = op(conn)
+        except Exception as e:
+            conn.execute("ROLLBACK TO read")
+            conn.execute("RELEASE read")
+            return _ReadFailed(e)
+        conn.execute("RELEASE read")
+        return value
 
     def _committed(self, result: Any, batch: list[_Queued]) -> None:
         if isinstance(result, list):
@@ -251,7 +278,11 @@ class SqliteOutbox:
             self.healthy = True
             self.unsavedAlerts = 0  # what a failure kept was in this batch
             for (_, d, _), value in zip(batch, result, strict=True):
-                if d is not None and not d.called:
+                if d is None or d.called:
+                    continue
+                if isinstance(value, _ReadFailed):
+                    d.errback(value.error)
+                else:
                     d.callback(value)
             self._flush()
             return

@@ -56,6 +56,27 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(pending[0].alert, ALERT)
 
     @inlineCallbacks
+    def test_failedReadDoesNotUndoTheWrites(self):  # type: ignore[no-untyped-def]
+        """A read (e.g. /deliveries) that fails in a batch fails alone: the writes beside it commit."""
+
+        def badRead(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE deliveries SET requeued = 1")  # undone with the failed read
+            raise sqlite3.OperationalError("malformed row")
+
+        added = self.outbox.add(ALERT, ["a"], 1000.0)
+        failedRead = self.outbox._submit(badRead, wait=True, read=True)
+        recent = self.outbox.recent(None, 10)
+        yield added
+        failure = yield self.assertFailure(failedRead, sqlite3.OperationalError)
+        self.assertEqual(str(failure), "malformed row")
+        (row,) = yield recent
+        self.assertEqual(row.webhookKey, "a")
+        self.assertTrue(self.outbox.healthy)
+        self.assertEqual(self.outbox.writeErrors, 0)
+        requeued = yield self.outbox.requeued()
+        self.assertEqual(requeued, [])
+
+    @inlineCallbacks
     def test_recordDeliveredDeadPending(self):  # type: ignore[no-untyped-def]
         a, b, c = yield self.outbox.add(ALERT, ["a", "b", "c"], 1000.0)
         self.outbox.record(attrs.evolve(a, state=State.DELIVERED, attempts=1, lastOutcome="HTTP 200"))
