@@ -108,7 +108,7 @@ class Notifier:
     def alert(self, alert: Alert) -> None:
         """De-duplicate and rate-limit ``alert``, then hand it to the outbox and the dispatchers."""
         route = self._config.routes[alert.kind]
-        if self._unstored + getattr(self._outbox, "unsavedAlerts", 0) >= self._config.maxBufferedAlerts:
+        if self._unstored + self._outbox.unsavedAlerts >= self._config.maxBufferedAlerts:
             self._shed(alert)
             return
         if self._dedup.seen(alert):

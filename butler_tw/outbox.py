@@ -124,6 +124,13 @@ class IOutbox(Interface):
     deadLetterRetention = Attribute(
         "Seconds a dead letter is kept before prune() drops it; may be changed while running."
     )
+    healthy = Attribute("False after a write failed and until one succeeds again.")
+    lastError = Attribute("Why the last write failed (str), or None.")
+    writeErrors = Attribute("How many write batches failed (int).")
+    unsavedAlerts = Attribute(
+        "Alerts handed on to delivery while their write waits for a retry (int): they count "
+        "against messageQueue.maxSize, so a dead disk cannot grow memory forever."
+    )
 
     def open() -> None:
         """Get ready to work; called from ``startService``, after twistd forked."""
@@ -184,6 +191,11 @@ class MemoryOutbox:
         self.live: dict[str, Delivery] = {}
         self.dead: deque[Delivery] = deque(maxlen=keepDead)
         self.deadLetterRetention = 0.0  # dead letters are bounded by count here, not age
+        # Nothing to write, so nothing fails.
+        self.healthy = True
+        self.lastError: str | None = None
+        self.writeErrors = 0
+        self.unsavedAlerts = 0
         self._webhooks: dict[str, str] = {}
 
     def add(self, alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:

@@ -164,7 +164,7 @@ def http_service(
     """/metrics, /health and /deliveries on ``listen``, reading the live pipeline (it changes at a reload)."""
 
     def storeWritable() -> bool:
-        return bool(getattr(outbox, "healthy", True))
+        return bool(outbox.healthy)
 
     def health() -> tuple[int, dict[str, Any]]:
         labels = webhook_labels(pipeline.config.webhooks)
@@ -184,7 +184,7 @@ def http_service(
             intake.listeningOn is not None,
             intake.listeningOn or "",
             storeWritable(),
-            getattr(outbox, "lastError", None),
+            outbox.lastError,
             states,
             pipeline.notifier.lastShedAt,
             pipeline.notifier.backlogged,
@@ -200,7 +200,7 @@ def http_service(
         lambda: intake.listeningOn is not None,
         reactor.seconds,
         lambda: pipeline.notifier.unstored,
-        lambda: int(getattr(outbox, "writeErrors", 0)),
+        lambda: int(outbox.writeErrors),
     )
     site = make_site(
         registry_for(collector), health, outbox, lambda: webhook_labels(pipeline.config.webhooks)

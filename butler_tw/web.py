@@ -111,7 +111,7 @@ class DeliveriesPage(_Leaf):
                 {"error": f"state must be pending or dead, limit a number from 1 to {MAX_LIMIT}"},
             )
 
-        if not getattr(self._outbox, "healthy", True):
+        if not self._outbox.healthy:
             return _json(request, 503, {"error": "the outbox cannot be read or written now; see /health"})
         finished: list[bool] = []
         request.notifyFinish().addBoth(lambda _: finished.append(True))
