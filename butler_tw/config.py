@@ -452,11 +452,13 @@ class _Validator:
                 f"got {_kind_of(listen)}",
             )
             return None
-        from twisted.internet import reactor
         from twisted.internet.endpoints import serverFromString
 
         try:
-            serverFromString(reactor, listen)
+            # Parsed, not listened on: an endpoint only keeps the reactor it is
+            # given, so a stand-in keeps this module from importing (and so
+            # installing) the global reactor while reading a file.
+            serverFromString(object(), listen)
         except Exception as e:  # a missing key file raises OSError, a bad port ValueError, ...
             self.problem(
                 f"{path}.listen",

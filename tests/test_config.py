@@ -1321,6 +1321,20 @@ class IntakeHardeningKeyTests(ConfigTestCase):
             (c.httpListen, c.logFormat, c.logLevel), ("tcp:9090:interface=127.0.0.1", "json", "warn")
         )
 
+    def test_listenCheckedWithoutTheReactor(self) -> None:
+        """Reading a config must not install the global reactor (twistd chooses it later)."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; from butler_tw.config import parse_config; "
+            "parse_config({'Butler': {'udpServerConfig': {'enable': True, 'serverHost': '127.0.0.1', "
+            "'portTaskFailure': 9998}}, 'butlerWebhook': {'http': {'listen': 'tcp:9090'}}}); "
+            "print('twisted.internet.reactor' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.strip(), "False")
+
     def test_badHttpAndLog(self) -> None:
         doc = with_hooks(hook())
         doc["butlerWebhook"] = {
