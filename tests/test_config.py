@@ -1332,7 +1332,12 @@ class IntakeHardeningKeyTests(ConfigTestCase):
             "'portTaskFailure': 9998}}, 'butlerWebhook': {'http': {'listen': 'tcp:9090'}}}); "
             "print('twisted.internet.reactor' in sys.modules)"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        from tests.daemon import REPO
+
+        env = {**os.environ, "PYTHONPATH": str(REPO)}  # this tree, not an installed copy
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
         self.assertEqual(out.stdout.strip(), "False")
 
     def test_badHttpAndLog(self) -> None:
