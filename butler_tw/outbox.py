@@ -41,8 +41,14 @@ def describe_key(key: str, names: Mapping[str, str]) -> str:
     """
     if key in names:
         return names[key]
+    shown = shown_key(key)
+    return shown if shown != key else f"{key} (no longer configured)"
+
+
+def shown_key(key: str) -> str:
+    """``key`` as it may be shown: a removed webhook's without the fingerprint of its URL."""
     position, removed, _ = key.partition("@removed-")
-    return f"{position} (removed)" if removed else f"{key} (no longer configured)"
+    return f"{position} (removed)" if removed else key
 
 
 class State(enum.Enum):

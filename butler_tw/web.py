@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from butler_tw.health import iso
-from butler_tw.outbox import Delivery, IOutbox, State, describe_key
+from butler_tw.outbox import Delivery, IOutbox, State, shown_key
 
 log = Logger(namespace="butler_tw.web")
 
@@ -60,23 +60,18 @@ class HealthPage(_Leaf):
         return _json(request, status, body)
 
 
-def display_key(key: str) -> str:
-    """A webhook key as shown: a removed webhook's key without the fingerprint of its URL."""
-    return describe_key(key, {key: key}) if "@removed-" not in key else describe_key(key, {})
-
-
 def delivery_json(d: Delivery, names: dict[str, str]) -> dict[str, Any]:
     a = d.alert
     return {
-        "id": f"{a.alertId}/{display_key(d.webhookKey)}",
+        "id": f"{a.alertId}/{shown_key(d.webhookKey)}",
         "alertId": a.alertId,
         "event": a.event,
         "taskName": a.taskName,
         "taskId": a.taskId,
         "hostName": a.hostName,
         "executionId": a.executionId,
-        "webhook": names.get(d.webhookKey, display_key(d.webhookKey)),
-        "webhookKey": display_key(d.webhookKey),
+        "webhook": names.get(d.webhookKey, shown_key(d.webhookKey)),
+        "webhookKey": shown_key(d.webhookKey),
         "state": d.state.value,
         "attempts": d.attempts,
         "lastOutcome": d.lastOutcome,
