@@ -1,5 +1,8 @@
 """Throttle repetitive log lines: hostile or broken input must not flood the log.
 
+(The same per-key, per-period counting is the per-source datagram limit of
+:mod:`butler_tw.sourcelimit`.)
+
 Per key (for input problems: the kind of problem and the source address),
 the first ``burst`` lines of a period are logged; the rest are only counted,
 and a timer reports them in one summary line at the end of the period, even

@@ -140,8 +140,8 @@ class SourceRateLimitTests(SynchronousTestCase):
         for n in range(3):
             limit.allow(f"10.0.0.{n}")
         self.assertEqual([limit.allow(f"10.1.0.{n}") for n in range(4)], [True, True, False, False])
-        self.assertEqual(len(limit._counts), 4)
-        self.assertIn(OTHERS, limit._counts)
+        self.assertEqual(len(limit._counter._counts), 4)
+        self.assertIn(OTHERS, limit._counter._counts)
 
     def test_stopCancelsTimer(self) -> None:
         clock = Clock()
