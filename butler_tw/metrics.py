@@ -178,7 +178,7 @@ class ButlerCollector(Collector):
         yield from (inFlight, queued, failures, lastSuccess, lastFailure)
         unstored = GaugeMetricFamily(
             "butler_tw_outbox_unstored_alerts",
-            "Alerts in memory waiting to be stored (bound: messageQueue.maxSize)",
+            "Alerts in memory waiting to be stored (bound: butlerWebhook.maxBufferedAlerts)",
         )
         unstored.add_metric([], self._unstored())
         yield unstored

@@ -148,7 +148,8 @@ class Notifier:
             if self._storeLog.allow("backpressure"):
                 log.warn(
                     "The outbox is falling behind: {n} alerts wait in memory to be stored "
-                    "({pct:.0f} % of messageQueue.maxSize {max}); beyond that, new alerts are shed",
+                    "({pct:.0f} % of butlerWebhook.maxBufferedAlerts {max}); "
+                    "beyond that, new alerts are shed",
                     n=self._unstored,
                     pct=100 * self._config.backpressureThreshold,
                     max=self._config.maxBufferedAlerts,
@@ -188,7 +189,8 @@ class Notifier:
         if self._storeLog.allow("shed"):
             log.error(
                 "{event}: task {taskName!r} ({taskId}) SHED: {n} alerts already wait in memory for the "
-                "outbox (messageQueue.maxSize). Is the disk under {what} full or hung? Further sheds are "
+                "outbox (butlerWebhook.maxBufferedAlerts). Is the disk under {what} full or hung? "
+                "Further sheds are "
                 "counted (alerts_shed) and summarised once per {period:g} s",
                 event=alert.event,
                 taskName=alert.taskName,

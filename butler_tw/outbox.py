@@ -135,7 +135,7 @@ class IOutbox(Interface):
     writeErrors = Attribute("How many write batches failed (int).")
     unsavedAlerts = Attribute(
         "Alerts handed on to delivery while their write waits for a retry (int): they count "
-        "against messageQueue.maxSize, so a dead disk cannot grow memory forever."
+        "against butlerWebhook.maxBufferedAlerts, so a dead disk cannot grow memory forever."
     )
 
     def open() -> None:

@@ -176,7 +176,7 @@ _LIVE: tuple[tuple[str, Callable[[Config], Any]], ...] = (
     ("maxMessageSize", lambda c: f"{c.maxMessageSize} bytes"),
     ("allowedSources", _sources),
     ("per-source rate limit", lambda c: f"{c.sourceRateLimit}/min" if c.sourceRateLimit else "off"),
-    ("messageQueue.maxSize", lambda c: str(c.maxBufferedAlerts)),
+    ("butlerWebhook.maxBufferedAlerts", lambda c: str(c.maxBufferedAlerts)),
     ("messageQueue.backpressureThreshold", lambda c: f"{100 * c.backpressureThreshold:g} %"),
     ("shutdownGracePeriod", lambda c: _s(c.shutdownGrace)),
     ("deadLetterRetention", lambda c: _s(c.deadLetterRetention)),

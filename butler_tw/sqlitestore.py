@@ -187,7 +187,7 @@ class SqliteOutbox:
         self.writeErrors = 0
         self.commits = 0
         #: Alerts handed on to delivery while their write waits for a retry: they
-        #: count against messageQueue.maxSize, so a dead disk cannot grow memory forever.
+        #: count against butlerWebhook.maxBufferedAlerts, so a dead disk cannot grow memory forever.
         self.unsavedAlerts = 0
         self._adds: weakref.WeakSet[_Op] = weakref.WeakSet()
 

@@ -226,8 +226,9 @@ class CheckConfigTests(SynchronousTestCase):
             "enableSourceValidation": True,
             "allowedSources": ["10.0.0.0/8", "192.168.1.100", "localhost", "gone.invalid"],
             "rateLimit": {"enable": True, "maxMessagesPerMinute": 120},
-            "messageQueue": {"maxSize": 5000},
+            "messageQueue": {"maxSize": 200},
         }
+        doc["butlerWebhook"] = {"maxBufferedAlerts": 5000}
         status, out, err = run_main("check-config", write_config(self, doc))
         self.assertEqual((status, err), (0, ""))
         lines = out.splitlines()
@@ -267,7 +268,7 @@ class CheckConfigTests(SynchronousTestCase):
         )
         status, out, err = run_main("check-config", write_config(self, doc))
         self.assertEqual((status, out), (2, ""))
-        self.assertIn("2 problem(s) in the configuration", err)
+        self.assertIn("2 problems in the configuration", err)
         self.assertIn(
             "  - Butler.webhookNotification.reloadTaskFailure.webhooks[0].httpMethod: "
             "must be GET, POST or PUT (any case), got 'DELETE'",
@@ -284,7 +285,7 @@ class CheckConfigTests(SynchronousTestCase):
     def test_unreadable(self) -> None:
         status, out, err = run_main("check-config", "/nonexistent/butler.yaml")
         self.assertEqual((status, out), (2, ""))
-        self.assertIn("/nonexistent/butler.yaml: 1 problem(s)", err)
+        self.assertIn("/nonexistent/butler.yaml: 1 problem", err)
         self.assertIn("cannot read the file", err)
 
 

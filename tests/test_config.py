@@ -25,6 +25,7 @@ from butler_tw.config import (
     TrustMode,
     Webhook,
     load_config,
+    loader,
     parse_config,
 )
 from butler_tw.retry import DEFAULT_MAX_AGE, DEFAULT_SCHEDULE, RetryPolicy
@@ -339,16 +340,26 @@ class ValidFileTests(ConfigTestCase):
         self.assertEqual(len(config.webhooks), 6)
 
     def test_seedPlaceholderPort(self) -> None:
-        """The seed verbatim has ``:port`` in its URLs: refused, at each webhook, without the URL."""
-        problems = self.load_problems(SEED_YAML)
+        """The seed verbatim has ``:port`` in its URLs, with webhookNotification disabled: not refused."""
+        config = load_config(self.write(SEED_YAML))
+        self.assertFalse(config.notificationsEnabled)
+        self.assertEqual(config.webhooks, ())  # unusable as they stand, and nothing is sent
+
+    def test_seedPlaceholderPortEnabled(self) -> None:
+        """Enabled, each ``:port`` is an error at its webhook that says the port is not a number."""
+        problems = self.load_problems(
+            SEED_YAML.replace("enable: false\n    reloadTaskFailure", "enable: true\n    reloadTaskFailure")
+        )
         self.assertEqual(
-            problems,
-            tuple(
-                f"{WN}.{kind}.webhooks[{i}].webhookURL: not a valid URL (bad port or host)"
+            [p.partition(": ")[0] for p in problems],
+            [
+                f"{WN}.{kind}.webhooks[{i}].webhookURL"
                 for kind in ("reloadTaskFailure", "reloadTaskAborted")
                 for i in range(3)
-            ),
+            ],
         )
+        for p in problems:
+            self.assertIn("the port is not a number", p)
 
     def test_productionFile(self) -> None:
         """A real Butler production.yaml: every other section is listed as ignored."""
@@ -389,10 +400,11 @@ class ValidFileTests(ConfigTestCase):
         self.assertEqual(webhook.url, "https://ops.example.com/hooks/qlik?token=abc123")
         self.assertEqual(webhook.name, "Ops receiver")
 
-    def test_otherTopLevelSectionsIgnored(self) -> None:
+    def test_otherTopLevelSectionsRefused(self) -> None:
+        """Butler's schema allows only ``Butler`` at the top level (and we add ``butlerWebhook``)."""
         doc = minimal()
         doc["Other"] = {"x": 1}
-        self.assertEqual(parse_config(doc).ignored, ("Other",))
+        self.assertEqual(self.problems(doc), ("Other: unknown key (known keys: Butler, butlerWebhook)",))
 
     def test_minimal(self) -> None:
         config = parse_config(minimal())
@@ -572,7 +584,7 @@ class RetryPolicyConfigTests(ConfigTestCase):
         self.assertEqual(
             self.problems(doc),
             (
-                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, delivery, http, log)",
+                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, maxBufferedAlerts, delivery, http, log)",
                 "butlerWebhook.delivery.retries: unknown key (known keys: retrySchedule, maxAge, deadLetterRetention)",
                 "butlerWebhook.delivery.retrySchedule: must be in increasing order",
                 "butlerWebhook.delivery.maxAge: must be between 1 and 2592000, got 0",
@@ -613,9 +625,7 @@ class ErrorTests(ConfigTestCase):
         e = ConfigError("/etc/butler.yaml", ["a: one", "b: two"])
         self.assertEqual(e.problems, ("a: one", "b: two"))
         self.assertEqual(e.source, "/etc/butler.yaml")
-        self.assertEqual(
-            str(e), "/etc/butler.yaml: 2 problem(s) in the configuration:\n  - a: one\n  - b: two"
-        )
+        self.assertEqual(str(e), "/etc/butler.yaml: 2 problems in the configuration:\n  - a: one\n  - b: two")
 
     def test_fullKeyPath(self) -> None:
         problems = self.problems(with_hooks(hook(), hook(), hook(httpMethod="DELETE")))
@@ -629,7 +639,7 @@ class ErrorTests(ConfigTestCase):
 
     def test_sourceInMessage(self) -> None:
         e = self.assertRaises(ConfigError, parse_config, {}, source="/etc/x.yaml")
-        self.assertEqual(str(e), "/etc/x.yaml: 1 problem(s) in the configuration:\n  - Butler: missing")
+        self.assertEqual(str(e), "/etc/x.yaml: 1 problem in the configuration:\n  - Butler: missing")
 
     def test_severalAtOnce(self) -> None:
         doc = with_hooks(
@@ -738,7 +748,9 @@ class ErrorTests(ConfigTestCase):
         )
 
     def test_missingButler(self) -> None:
-        self.assertEqual(self.problems({"butler": {}}), ("Butler: missing",))
+        self.assertEqual(
+            self.problems({"butler": {}}), ("butler: unknown key (did you mean 'Butler'?)", "Butler: missing")
+        )
         self.assertEqual(self.problems({"Butler": None}), ("Butler: missing",))
         self.assertEqual(self.problems({"Butler": "x"}), ("Butler: expected a mapping, got a string",))
 
@@ -747,7 +759,11 @@ class ErrorTests(ConfigTestCase):
         self.assertEqual(self.problems(["Butler"]), ("(top level): expected a mapping, got a list",))
 
     def test_emptyFile(self) -> None:
-        self.assertEqual(self.load_problems(""), ("(top level): missing",))
+        self.assertEqual(self.load_problems(""), ("the file is empty",))
+        self.assertEqual(self.load_problems("\n  \n"), ("the file is empty",))
+        self.assertEqual(
+            self.load_problems("# only a comment\n---\n"), ("the file is empty (it holds only comments)",)
+        )
 
     def test_udpDisabled(self) -> None:
         doc = minimal()
@@ -850,18 +866,24 @@ class UrlTests(ConfigTestCase):
             )
 
     def test_badPortOrHost(self) -> None:
-        for url in (
-            f"https://example.com:{self.SECRET}/hook",
-            f"https://user:pw@example.com:{self.SECRET}/",
-            f"https://[{self.SECRET}]/hook",
-            f"https://[::1/{self.SECRET}",
-            "https://example.com:99999/",
+        for url, problem in (
+            (f"https://example.com:{self.SECRET}/hook", "the port is not a number"),
+            (f"https://user:pw@example.com:{self.SECRET}/", "the port is not a number"),
+            (f"https://[{self.SECRET}]/hook", "not a valid URL (bad port or host)"),
+            (f"https://[::1/{self.SECRET}", "not a valid URL (bad port or host)"),
+            ("https://example.com:99999/", "the port must be between 1 and 65535"),
         ):
-            self.assertEqual(
-                self.url_problems(url),
-                (f"{FAILURE}.webhooks[0].webhookURL: not a valid URL (bad port or host)",),
-                url,
-            )
+            self.assertEqual(self.url_problems(url), (f"{FAILURE}.webhooks[0].webhookURL: {problem}",), url)
+
+    def test_templatePlaceholderPort(self) -> None:
+        """Butler's template's ``:port``, in an enabled block: the port is not a number."""
+        (problem,) = self.url_problems("http://host.my.domain:port/some/path")
+        self.assertTrue(
+            problem.startswith(
+                f"{FAILURE}.webhooks[0].webhookURL: the port is not a number (':port' is the placeholder"
+            ),
+            problem,
+        )
 
     def test_noHost(self) -> None:
         for url in (f"https:///{self.SECRET}", f"http://{self.SECRET}@/"):
@@ -885,12 +907,25 @@ class UnknownKeyTests(ConfigTestCase):
         )
 
     def test_webhookUnknown(self) -> None:
+        """Butler ignores unknown keys in a webhook entry: so do we, with a warning."""
+        c = parse_config(with_hooks(hook(headers={"X": "y"}, enabel=True)))
         self.assertEqual(
-            self.problems(with_hooks(hook(headers={"X": "y"}))),
-            (
-                f"{FAILURE}.webhooks[0].headers: unknown key (known keys: description, webhookURL, httpMethod,"
-                " cert, timeout, concurrency, retrySchedule, maxAge, logFullPath, name)",
-            ),
+            c.warnings(),
+            [
+                f"{FAILURE}.webhooks[0].headers: unknown key, ignored (Butler ignores it too)",
+                f"{FAILURE}.webhooks[0].enabel: unknown key, ignored (Butler ignores it too)",
+            ],
+        )
+
+    def test_webhookUnknownWarnedOnce(self) -> None:
+        c = parse_config(with_hooks(hook(htttpMethod="GET"), hook(htttpMethod="GET")))
+        self.assertEqual(
+            c.warnings(),
+            [
+                f"{FAILURE}.webhooks[{i}].htttpMethod: unknown key, ignored (Butler ignores it too) "
+                "(did you mean 'httpMethod'?)"
+                for i in (0, 1)
+            ],
         )
 
     def test_certTypo(self) -> None:
@@ -959,10 +994,19 @@ class TlsTests(ConfigTestCase):
         """cert.enable false: CA path not read, rejectUnauthorized not applied (as in Butler)."""
         for cert in (
             {"enable": False, "rejectUnauthorized": False, "certCA": "/does/not/exist.pem"},
-            {"rejectUnauthorized": "no", "certCA": 5},
             {},
         ):
             self.assertEqual(self.only_hook(self.cert_config(**cert)).tls, TlsSettings(), cert)
+
+    def test_disabledIsStillCheckedForShape(self) -> None:
+        """As Butler's schema does: the types of a disabled cert block's keys are checked."""
+        self.assertEqual(
+            self.problems(with_hooks(hook(cert={"rejectUnauthorized": "no", "certCA": 5}))),
+            (
+                f"{FAILURE}.webhooks[0].cert.rejectUnauthorized: expected true or false, got a string",
+                f"{FAILURE}.webhooks[0].cert.certCA: expected a string, got a number (5)",
+            ),
+        )
 
     def test_caMissing(self) -> None:
         path = self.mktemp()
@@ -1064,7 +1108,7 @@ class YamlFileTests(ConfigTestCase):
 
     def test_mergeKeyOverrideIsNotADuplicate(self) -> None:
         """A key overriding one brought in by ``<<:`` is deliberate."""
-        raw = yaml.load("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  a: 3\n", Loader=config._StrictLoader)
+        raw = yaml.load("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  a: 3\n", Loader=loader._StrictLoader)
         self.assertEqual(raw["x"], {"a": 3, "b": 2})
 
     def test_yamlErrorDoesNotQuoteTheLine(self) -> None:
@@ -1292,18 +1336,29 @@ class IntakeHardeningKeyTests(ConfigTestCase):
                 }
             )
         )
-        self.assertEqual((c.maxBufferedAlerts, c.backpressureThreshold), (5000, 0.5))
+        self.assertEqual((c.maxBufferedAlerts, c.backpressureThreshold), (20000, 0.5))
         self.assertEqual(self.only_hook(c).concurrency, 7)  # the default for webhooks without their own
         self.assertEqual(
             parse_config(self.udp(messageQueue={"backpressureThreshold": 80})).backpressureThreshold, 0.8
         )
         self.assertEqual(c.warnings(), [])
 
-    def test_smallMaxSizeRaisedWithNote(self) -> None:
-        c = parse_config(self.udp(messageQueue={"maxSize": 200}))
-        self.assertEqual(c.maxBufferedAlerts, 1000)
-        (note,) = c.warnings()
-        self.assertIn("Butler.udpServerConfig.messageQueue.maxSize is 200: raised to 1000", note)
+    def test_memoryBoundIsOurs(self) -> None:
+        doc = self.udp(messageQueue={"maxSize": 200})
+        doc["butlerWebhook"] = {"maxBufferedAlerts": 50000}
+        self.assertEqual(parse_config(doc).maxBufferedAlerts, 50000)
+        doc["butlerWebhook"] = {"maxBufferedAlerts": 10}
+        self.assertEqual(
+            self.problems(doc), ("butlerWebhook.maxBufferedAlerts: must be between 100 and 10000000, got 10",)
+        )
+
+    def test_butlersMaxSizeIsNoBoundHere(self) -> None:
+        """Butler's template's maxSize (200, its in-memory queue) neither sheds alerts nor warns."""
+        c = parse_config(
+            self.udp(messageQueue={"maxSize": 200, "maxConcurrent": 10, "backpressureThreshold": 80})
+        )
+        self.assertEqual(c.maxBufferedAlerts, config.DEFAULT_MAX_BUFFERED_ALERTS)
+        self.assertEqual(c.warnings(), [])
 
     def test_webhookConcurrencyWins(self) -> None:
         doc = with_hooks(hook(concurrency=2))
@@ -1374,3 +1429,234 @@ class WarningsTests(ConfigTestCase):
         self.assertIn(
             "reloadTaskFailure.webhooks[0] (receiver) has cert.rejectUnauthorized: false", warnings[1]
         )
+
+
+BUTLER_TEMPLATE = Path(__file__).parent / "data" / "butler-16.0.4" / "production_template.yaml"
+
+
+class ButlerSchemaTests(ConfigTestCase):
+    """Butler's schema where Butler is strict, Butler's tolerance where it is not (issue 10)."""
+
+    def filled_template(self) -> dict[str, Any]:
+        raw = yaml.safe_load(BUTLER_TEMPLATE.read_text())
+        raw["Butler"]["udpServerConfig"].update(enable=True, serverHost="127.0.0.1")
+        notifications = raw["Butler"]["webhookNotification"]
+        notifications["enable"] = True
+        notifications["reloadTaskFailure"]["webhooks"] = [
+            {
+                "description": "ops",
+                "webhookURL": "https://ops.example.com/hook",
+                "httpMethod": "POST",
+                "cert": {
+                    "enable": False,
+                    "rejectUnauthorized": True,
+                    "certCA": "/path/to/ca-certificate.pem",
+                },
+            }
+        ]
+        return raw
+
+    def test_templateStartsClean(self) -> None:
+        """Butler's own template, UDP and webhook sections filled in: no warning, only the ignored list."""
+        c = parse_config(self.filled_template())
+        self.assertEqual(c.warnings(), [])
+        self.assertIn("Butler.webhookNotification.serviceMonitor", c.ignored)
+        self.assertIn("Butler.restServerConfig", c.ignored)
+        self.assertEqual(len(c.webhooks), 1)
+
+    def test_templateAsShipped(self) -> None:
+        """The template untouched: the one problem is that UDP is off (its placeholder URLs are fine)."""
+        self.assertEqual(
+            self.load_problems(BUTLER_TEMPLATE.read_text()),
+            (
+                "Butler.udpServerConfig.enable: is false or missing: this daemon receives alerts over UDP "
+                "only, so it has nothing to do. Set it to true.",
+            ),
+        )
+
+    def test_webhooksOneLevelTooFarOut(self) -> None:
+        text = textwrap.dedent(
+            """\
+            Butler:
+              udpServerConfig: {enable: true, serverHost: 127.0.0.1, portTaskFailure: 9998}
+              webhookNotification:
+                enable: true
+                reloadTaskFailure:
+                  rateLimit: 300
+                webhooks:
+                  - {description: x, webhookURL: 'http://h/x', httpMethod: POST}
+            """
+        )
+        self.assertEqual(
+            self.load_problems(text),
+            (
+                f"{WN}.webhooks: belongs inside a block: indent it one more level, under "
+                f"{WN}.reloadTaskFailure or {WN}.reloadTaskAborted",
+            ),
+        )
+
+    def test_blockDedentedUnderButler(self) -> None:
+        doc = with_hooks(hook())
+        doc["Butler"]["reloadTaskAborted"] = doc["Butler"]["webhookNotification"].pop("reloadTaskAborted", {})
+        self.assertEqual(
+            self.problems(doc),
+            (
+                "Butler.reloadTaskAborted: is a block of Butler.webhookNotification: indent it under "
+                "webhookNotification (Butler.webhookNotification.reloadTaskAborted)",
+            ),
+        )
+
+    def test_sectionDedentedToTopLevel(self) -> None:
+        doc = with_hooks(hook())
+        doc["webhookNotification"] = doc["Butler"].pop("webhookNotification")
+        self.assertEqual(
+            self.problems(doc),
+            (
+                "webhookNotification: belongs under Butler: indent it under 'Butler:' "
+                "(Butler.webhookNotification)",
+            ),
+        )
+
+    def test_webhookKeyAtBlockLevel(self) -> None:
+        doc = with_hooks(hook())
+        doc["Butler"]["webhookNotification"]["reloadTaskFailure"]["httpMethod"] = "POST"
+        (problem,) = self.problems(doc)
+        self.assertTrue(
+            problem.startswith(f"{FAILURE}.httpMethod: is a webhook setting: it belongs inside an entry of "),
+            problem,
+        )
+
+    def test_noUnknownKeysInWebhookNotification(self) -> None:
+        doc = with_hooks(hook())
+        doc["Butler"]["webhookNotification"]["enabel"] = True
+        doc["Butler"]["webhookNotification"]["reloadTaskFailure"]["ratelimit"] = 60
+        doc["Butler"]["webhookNotification"]["serviceMonitor"] = {"rateLimit": 300, "webhook": []}
+        self.assertEqual(
+            self.problems(doc),
+            (
+                f"{WN}.enabel: unknown key (did you mean 'enable'?)",
+                f"{FAILURE}.ratelimit: unknown key (did you mean 'rateLimit'?)",
+                f"{WN}.serviceMonitor.webhook: unknown key (did you mean 'webhooks'?)",
+            ),
+        )
+
+    def test_otherBlocksCheckedForShapeOnly(self) -> None:
+        """serviceMonitor's webhooks are not ours to send: placeholder URLs pass, wrong types do not."""
+        doc = with_hooks(hook())
+        doc["Butler"]["webhookNotification"]["serviceMonitor"] = {
+            "rateLimit": 300,
+            "webhooks": [
+                {"description": "x", "webhookURL": "http://host.my.domain:port/p", "httpMethod": "POST"}
+            ],
+        }
+        self.assertEqual(len(parse_config(doc).webhooks), 1)
+        doc["Butler"]["webhookNotification"]["serviceMonitor"]["rateLimit"] = "300"
+        self.assertEqual(
+            self.problems(doc), (f"{WN}.serviceMonitor.rateLimit: expected a number, got a string",)
+        )
+
+    def test_udpUnknownKeysWarned(self) -> None:
+        doc = with_hooks(hook())
+        doc["Butler"]["udpServerConfig"]["portTaskFailur"] = 1
+        doc["Butler"]["udpServerConfig"]["rateLimit"] = {"enable": False, "maxMessagesPerMinuet": 5}
+        self.assertEqual(
+            parse_config(doc).warnings(),
+            [
+                "Butler.udpServerConfig.portTaskFailur: unknown key, ignored (did you mean 'portTaskFailure'?)",
+                "Butler.udpServerConfig.rateLimit.maxMessagesPerMinuet: unknown key, ignored "
+                "(did you mean 'maxMessagesPerMinute'?)",
+            ],
+        )
+
+    def test_misspelledSectionUnderButler(self) -> None:
+        doc = with_hooks(hook())
+        doc["Butler"]["webhookNotifications"] = {}
+        doc["Butler"]["mqttConfig"] = {}  # Butler's own: ignored, not a typo
+        c = parse_config(doc)
+        self.assertEqual(
+            c.warnings(),
+            [
+                "Butler.webhookNotifications: not a Butler setting this daemon reads, ignored "
+                "(did you mean 'webhookNotification'?)"
+            ],
+        )
+        self.assertEqual(c.ignored, ("Butler.mqttConfig",))
+
+    def test_httpMethodTrimmedAnyCase(self) -> None:
+        for written in (" post ", "Post", "POST\t", "\nput"):
+            self.assertIn(
+                self.only_hook(parse_config(with_hooks(hook(httpMethod=written)))).method, ("POST", "PUT")
+            )
+
+    def test_enabledWithoutWebhooksWarns(self) -> None:
+        (warning,) = parse_config(with_hooks()).warnings()
+        self.assertIn("no webhook is configured for any kind", warning)
+
+    def test_disabledNotificationsShapeStillChecked(self) -> None:
+        doc = with_hooks(hook(httpMethod="DELETE", webhookURL="http://h:port/x"))
+        doc["Butler"]["webhookNotification"]["enable"] = False
+        self.assertEqual(
+            self.problems(doc),
+            (f"{FAILURE}.webhooks[0].httpMethod: must be GET, POST or PUT (any case), got 'DELETE'",),
+        )
+
+
+class FileLimitTests(ConfigTestCase):
+    """Where YAML errors are, and files that are refused before they are read whole."""
+
+    def test_positionIsTheFilesOwn(self) -> None:
+        text = 'Butler:\n  udpServerConfig:\n    enable: true\n    serverHost: "abc\n  x: 1\n'
+        (problem,) = self.load_problems(text)
+        self.assertEqual(
+            problem,
+            "not valid YAML: line 5, column 7: found unexpected end of stream "
+            "(while scanning a quoted scalar that starts at line 4, column 17)",
+        )
+
+    def test_tabIndentation(self) -> None:
+        (problem,) = self.load_problems("Butler:\n  a: 1\n\tb: 2\n")
+        self.assertEqual(
+            problem, "not valid YAML: line 3, column 1: found character '\\t' that cannot start any token"
+        )
+
+    def test_byteOrderMark(self) -> None:
+        (problem,) = self.load_problems(b"\xef\xbb\xbfButler:\n  a: 1\n  a: 2\n")
+        self.assertEqual(problem, "not valid YAML: line 3, column 3: duplicate key 'a'")
+
+    def test_tooLarge(self) -> None:
+        path = self.write(b"#" * (loader.MAX_FILE_SIZE + 10))
+        e = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(e.problems, ("the file is larger than 1024 KiB: this is not a Butler config file",))
+
+    def test_tooLargeIsNotReadWhole(self) -> None:
+        read: list[int] = []
+
+        class Huge:
+            def read(self, n: int = -1) -> bytes:
+                read.append(n)
+                return b"a" * n
+
+        self.assertEqual(len(loader._read_limited(Huge())), loader.MAX_FILE_SIZE + 1)  # type: ignore[arg-type]
+        self.assertEqual(read, [loader.MAX_FILE_SIZE + 1])
+
+    def test_aliasBomb(self) -> None:
+        lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+        lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+        (problem,) = self.load_problems("\n".join(lines) + "\n")
+        self.assertIn("expands to more than 200,000 values through YAML aliases", problem)
+
+    def test_fewAliasesAreFine(self) -> None:
+        text = textwrap.dedent(
+            """\
+            Butler:
+              udpServerConfig: {enable: true, serverHost: 127.0.0.1, portTaskFailure: 9998}
+              webhookNotification:
+                enable: true
+                reloadTaskFailure:
+                  webhooks:
+                    - &w {description: x, webhookURL: 'http://h/x', httpMethod: POST}
+                reloadTaskAborted:
+                  webhooks: [*w]
+            """
+        )
+        self.assertEqual(len(load_config(self.write(text)).webhooks), 2)

@@ -237,10 +237,11 @@ def distinct(n: int) -> list[bytes]:
     return out
 
 
-def unlimited_config(messageQueue: dict[str, Any]) -> Any:
-    """One failure webhook, no rate limit, and these ``messageQueue`` settings."""
+def unlimited_config(messageQueue: dict[str, Any], maxBufferedAlerts: int = 1000) -> Any:
+    """One failure webhook, no rate limit, this memory bound and these ``messageQueue`` settings."""
     return parse_config(
         {
+            "butlerWebhook": {"maxBufferedAlerts": maxBufferedAlerts},
             "Butler": {
                 "udpServerConfig": {
                     "enable": True,
@@ -268,7 +269,7 @@ class SheddingTests(SynchronousTestCase):
         self.stats = Stats()
         self.outbox = StalledOutbox()
         self.dispatcher = FakeDispatcher()
-        cfg = unlimited_config({"maxSize": 1000, "backpressureThreshold": 0.5})
+        cfg = unlimited_config({"backpressureThreshold": 0.5})
         self.notifier = Notifier(
             cfg,
             self.clock,
@@ -389,7 +390,7 @@ class FailingDiskTests(TestCase):
         outbox._commit = broken  # type: ignore[method-assign]
         self.addCleanup(lambda: outbox._retryCall.cancel() if outbox._retryCall else None)
         self.addCleanup(outbox._pool.stop)
-        cfg = unlimited_config({"maxSize": 1000})
+        cfg = unlimited_config({})
         stats = Stats()
         dispatcher = FakeDispatcher()
         notifier = Notifier(

@@ -237,7 +237,11 @@ class PlanTests(SynchronousTestCase):
             rateLimit={"enable": True, "maxMessagesPerMinute": 100},
             messageQueue={"maxSize": 5000, "backpressureThreshold": 50},
         )
-        after["butlerWebhook"] = {"shutdownGracePeriod": 3, "delivery": {"deadLetterRetention": 86400}}
+        after["butlerWebhook"] = {
+            "shutdownGracePeriod": 3,
+            "maxBufferedAlerts": 5000,
+            "delivery": {"deadLetterRetention": 86400},
+        }
         plan = self.plan(before, after)
         self.assertEqual(
             list(plan.settings),
@@ -248,7 +252,7 @@ class PlanTests(SynchronousTestCase):
                 "maxMessageSize 65507 bytes -> 4096 bytes",
                 "allowedSources off -> 10.0.0.0/8, qlik.example.com",
                 "per-source rate limit off -> 100/min",
-                "messageQueue.maxSize 20000 -> 5000",
+                "butlerWebhook.maxBufferedAlerts 20000 -> 5000",
                 "messageQueue.backpressureThreshold 80 % -> 50 %",
                 "shutdownGracePeriod 10 s -> 3 s",
                 "deadLetterRetention 604800 s -> 86400 s",

@@ -1,0 +1,158 @@
+"""From a YAML document to :class:`~butler_tw.config.model.Config`: check it against the schema, then build.
+
+Every problem is collected, with the key path that holds it, and all are
+raised together as one :class:`ConfigError`, so that an admin fixes the file
+in one go. Nothing downstream re-reads raw YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from butler_tw.alert import EventKind
+from butler_tw.config import schema
+from butler_tw.config.loader import read_document, read_file
+from butler_tw.config.model import (
+    DEFAULT_BACKPRESSURE_THRESHOLD,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DEDUP_TTL,
+    DEFAULT_RATE_LIMIT,
+    Config,
+    ConfigError,
+    Route,
+    Webhook,
+)
+from butler_tw.config.spec import INVALID, Report, check
+from butler_tw.retry import RetryPolicy
+
+UDP = schema.UDP
+
+
+def load_config(path: str, reader: Callable[[str], bytes] = read_file) -> Config:
+    """Read and validate the config file at ``path`` (and the CA files it names).
+
+    :raises ConfigError: naming every problem found.
+    """
+    return parse_config(read_document(path, reader), source=path, reader=reader)
+
+
+def parse_config(raw: Any, source: str = "<config>", reader: Callable[[str], bytes] = read_file) -> Config:
+    """Validate an already-loaded YAML document. ``reader`` reads CA files."""
+    report = Report(reader)
+    doc = check(schema.FILE, raw, "", report)
+    config = None if doc is INVALID else _build(doc, raw, report)
+    if report.problems or config is None:
+        raise ConfigError(source, report.problems or ["(top level): missing"])
+    return config
+
+
+def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config | None:
+    butler, ours = doc["Butler"], doc["butlerWebhook"]
+    if butler is INVALID or ours is INVALID:
+        return None
+    udp = butler["udpServerConfig"]
+    if udp is INVALID:
+        return None
+    if udp["enable"] is not True:
+        report.problem(
+            f"{UDP}.enable",
+            "is false or missing: this daemon receives alerts over UDP only, so it has nothing to do."
+            " Set it to true.",
+        )
+    allowed = tuple(e for e in (udp["allowedSources"] or ()) if e is not INVALID)
+    if udp["enableSourceValidation"] is True and udp["allowedSources"] == []:
+        report.problem(
+            f"{UDP}.allowedSources",
+            "is empty while enableSourceValidation is true: every datagram would be refused "
+            "(Butler would silently accept them all). List the Qlik Sense servers' addresses, "
+            "CIDR ranges or host names, or set enableSourceValidation: false",
+        )
+    queue = udp["messageQueue"]
+    concurrency = int(_given(queue.get("maxConcurrent"), DEFAULT_CONCURRENCY))
+    delivery = ours["delivery"]
+    defaults = RetryPolicy(
+        schedule=_given(delivery.get("retrySchedule"), RetryPolicy().schedule),
+        maxAge=_given(delivery.get("maxAge"), RetryPolicy().maxAge),
+    )
+    notifications = butler["webhookNotification"]
+    enabled = notifications is not None and notifications is not INVALID and notifications["enable"] is True
+    routes = {kind: _route(kind, notifications, defaults, concurrency) for kind in EventKind}
+    ignored = list(report.ignored)
+    raw_notifications = raw["Butler"].get("webhookNotification")
+    if isinstance(raw_notifications, dict):
+        ignored += [f"{schema.WN}.{name}" for name in schema.OTHER_BLOCKS if name in raw_notifications]
+    if report.problems:
+        return None
+    dedup = udp["deduplication"]
+    limit = udp["rateLimit"]
+    listen = ours["http"].get("listen")
+    log = ours["log"]
+    return Config(
+        udpHost=udp["serverHost"],
+        udpPort=udp["portTaskFailure"],
+        notificationsEnabled=enabled,
+        routes=routes,
+        shutdownGrace=ours["shutdownGracePeriod"],
+        stateDir=ours["stateDir"],
+        deadLetterRetention=delivery.get("deadLetterRetention"),
+        dedupTtl=0.0
+        if dedup.get("enable") is False
+        else 60 * _given(dedup.get("ttlMinutes"), DEFAULT_DEDUP_TTL / 60),
+        receiveBuffer=int(udp["receiveBufferBytes"]),
+        maxMessageSize=int(udp["maxMessageSize"]),
+        sourceValidation=udp["enableSourceValidation"],
+        allowedSources=allowed,
+        sourceRateLimit=int(limit["maxMessagesPerMinute"]) if limit.get("enable") is True else 0,
+        maxBufferedAlerts=int(ours["maxBufferedAlerts"]),
+        backpressureThreshold=_threshold(queue.get("backpressureThreshold")),
+        httpListen=listen,
+        logFormat=log.get("format", "text"),
+        logLevel=log.get("level", "info"),
+        ignored=tuple(ignored),
+        notes=tuple(report.warnings),
+    )
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None or value is INVALID else value
+
+
+def _threshold(value: float | None) -> float:
+    # Butler's docs give a percentage (80), its code a fraction (0.8): take either.
+    if value is None or value is INVALID:
+        return DEFAULT_BACKPRESSURE_THRESHOLD
+    return value / 100 if value > 1 else value
+
+
+def _route(kind: EventKind, notifications: Any, defaults: RetryPolicy, concurrency: int) -> Route:
+    block = None if notifications in (None, INVALID) else notifications[kind.value]
+    if block is None or block is INVALID:
+        return Route(kind)
+    webhooks = []
+    entries = block["webhooks"] if isinstance(block["webhooks"], list) else []
+    for i, entry in enumerate(entries):
+        hook = _webhook(entry, f"{kind.value}.webhooks[{i}]", defaults, concurrency)
+        if hook is not None:
+            webhooks.append(hook)
+    rate = block["rateLimit"]
+    return Route(kind, rate if rate is not INVALID else DEFAULT_RATE_LIMIT, tuple(webhooks))
+
+
+def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> Webhook | None:
+    if entry is INVALID or entry is None or any(v is INVALID for v in entry.values()):
+        return None
+    return Webhook(
+        key=key,
+        description=entry["description"],
+        url=entry["webhookURL"],
+        method=entry["httpMethod"],
+        tls=entry["cert"],
+        timeout=entry["timeout"],
+        concurrency=int(_given(entry["concurrency"], concurrency)),
+        retry=RetryPolicy(
+            schedule=_given(entry["retrySchedule"], defaults.schedule),
+            maxAge=_given(entry["maxAge"], defaults.maxAge),
+        ),
+        logFullPath=entry["logFullPath"],
+        label=entry["name"].strip(),
+    )

@@ -1,0 +1,201 @@
+"""The configuration as frozen values: what the rest of the daemon reads.
+
+Nothing here reads a file or YAML: :mod:`butler_tw.config.loader` reads the
+file, :mod:`butler_tw.config.schema` says which keys exist, and
+:mod:`butler_tw.config.build` turns a checked document into these values.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from typing import Mapping, Sequence
+
+import attrs
+
+from butler_tw.alert import EventKind
+from butler_tw.redact import redact_url
+from butler_tw.retry import RetryPolicy
+from butler_tw.sources import Network
+
+DEFAULT_RATE_LIMIT = 300.0
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 4
+DEFAULT_SHUTDOWN_GRACE = 10.0
+DEFAULT_STATE_DIR = "./state"
+DEFAULT_DEAD_LETTER_RETENTION = 7 * 86400.0
+DEFAULT_DEDUP_TTL = 10 * 60.0
+DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = 65507  # the largest UDP payload over IPv4
+DEFAULT_SOURCE_RATE_LIMIT = 600  # datagrams per minute per source, when rateLimit.enable is true
+DEFAULT_MAX_BUFFERED_ALERTS = 20000
+DEFAULT_BACKPRESSURE_THRESHOLD = 0.8
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+METHODS = ("GET", "POST", "PUT")
+
+
+class ConfigError(Exception):
+    """The config file cannot be used. ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        lines = [f"{self.source}: {n} problem{'' if n == 1 else 's'} in the configuration:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class TrustMode(enum.Enum):
+    """How a webhook's TLS server certificate is verified."""
+
+    PLATFORM = "platform"  # the system's CA store, host name verified
+    CUSTOM_CA = "custom CA"  # exactly the certificates in certCA, host name verified
+    NO_VERIFY = "no verification"  # cert.rejectUnauthorized: false
+
+
+@attrs.frozen
+class TlsSettings:
+    mode: TrustMode = TrustMode.PLATFORM
+    #: PEM text of each CA certificate (a bundle is split), read at start-up.
+    caCertificates: tuple[bytes, ...] = ()
+    caFile: str | None = None
+
+
+@attrs.frozen
+class Webhook:
+    """One outgoing webhook, as configured.
+
+    :ivar key: where it is in the config file, e.g.
+        ``reloadTaskFailure.webhooks[0]``; unique, stable across restarts as
+        long as the file is.
+    :ivar url: the full URL; a secret (tokens hide in its query and path
+        segments): log :func:`butler_tw.redact.redact_url` of it instead.
+    """
+
+    key: str
+    description: str
+    url: str
+    method: str
+    tls: TlsSettings = TlsSettings()
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
+    retry: RetryPolicy = RetryPolicy()
+    #: The owner says the URL's path holds no secret: logs may show all of it.
+    logFullPath: bool = False
+    #: A short name of our own (the ``name`` key) for logs and metric labels.
+    label: str = ""
+
+    @property
+    def loggableUrl(self) -> str:
+        """What logs and commands show of the URL: see :mod:`butler_tw.redact`."""
+        return redact_url(self.url, safePath=self.logFullPath)
+
+    @property
+    def name(self) -> str:
+        """How logs and metrics name this webhook: its ``name``, else its description, else its key."""
+        return self.label or self.description or self.key
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies where it sends (method and URL), without revealing the URL.
+
+        The outbox keeps it beside the key so that, after the config file
+        changed, a pending delivery follows its webhook to a new position or
+        becomes a dead letter, never going to another receiver.
+        """
+        return hashlib.sha256(f"{self.method} {self.url}".encode()).hexdigest()[:16]
+
+
+@attrs.frozen
+class Route:
+    """Where alerts of one kind go, and how often per task."""
+
+    kind: EventKind
+    rateLimit: float = DEFAULT_RATE_LIMIT
+    webhooks: tuple[Webhook, ...] = ()
+
+
+@attrs.frozen
+class Config:
+    udpHost: str
+    udpPort: int
+    notificationsEnabled: bool
+    routes: Mapping[EventKind, Route]
+    shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
+    #: Where the outbox database lives (relative paths: to the working directory).
+    stateDir: str = DEFAULT_STATE_DIR
+    #: Seconds a dead letter is kept for inspection and replay.
+    deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
+    #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.
+    dedupTtl: float = DEFAULT_DEDUP_TTL
+    #: Bytes of kernel receive buffer asked for the UDP socket.
+    receiveBuffer: int = DEFAULT_RECEIVE_BUFFER
+    #: Larger datagrams are counted and dropped unread.
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Only datagrams from ``allowedSources`` are read (``enableSourceValidation``).
+    sourceValidation: bool = False
+    #: Addresses, CIDR ranges (as networks) and host names (as strings).
+    allowedSources: tuple[Network | str, ...] = ()
+    #: Datagrams per minute accepted from each source address; 0 = no limit.
+    sourceRateLimit: int = 0
+    #: Alerts held in memory while the outbox catches up; beyond, new ones are shed.
+    maxBufferedAlerts: int = DEFAULT_MAX_BUFFERED_ALERTS
+    #: Fraction of ``maxBufferedAlerts`` at which a warning says the store is falling behind.
+    backpressureThreshold: float = DEFAULT_BACKPRESSURE_THRESHOLD
+    #: Twisted endpoint description for /metrics, /health, /deliveries; None = off.
+    httpListen: str | None = None
+    #: "text" or "json" (one JSON object per line).
+    logFormat: str = "text"
+    #: The lowest level logged: debug, info, warn, error or critical.
+    logLevel: str = "info"
+    #: Config sections present in the file that this daemon does not use.
+    ignored: tuple[str, ...] = ()
+    #: Settings accepted but changed or not used, each said at start-up.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def webhooks(self) -> tuple[Webhook, ...]:
+        return tuple(w for r in self.routes.values() for w in r.webhooks)
+
+    def warnings(self) -> list[str]:
+        """What is valid but an admin must know: shown at start-up and by ``check-config``."""
+        found = list(self.notes)
+        if not self.notificationsEnabled:
+            found.append(
+                "Butler.webhookNotification.enable is false: "
+                "alerts are received and counted, but nothing is sent"
+            )
+        elif not self.webhooks:
+            found.append(
+                "Butler.webhookNotification is enabled, but no webhook is configured for any kind: "
+                "alerts are received and counted, but nothing is sent. Add an entry under "
+                "Butler.webhookNotification.reloadTaskFailure.webhooks or .reloadTaskAborted.webhooks"
+            )
+        if self.httpListen and not _loopback_only(self.httpListen):
+            found.append(
+                f"butlerWebhook.http.listen is {self.httpListen!r}: /metrics, /health and /deliveries have "
+                "no authentication and can be reached from other hosts; add interface=127.0.0.1 unless "
+                "that is what you want"
+            )
+        for w in self.webhooks:
+            if w.tls.mode is TrustMode.NO_VERIFY and w.url.lower().startswith("https:"):
+                found.append(
+                    f"{w.key} ({w.name}) has cert.rejectUnauthorized: false: its server certificate is NOT "
+                    "verified, so anyone on the network path can read and change these alerts"
+                )
+        return found
+
+
+def _loopback_only(listen: str) -> bool:
+    """Whether an endpoint description binds loopback only (a unix socket counts)."""
+    if listen.startswith("unix:"):
+        return True
+    match = re.search(r"(?:^|:)interface=([^:]+)", listen.replace("\\:", "%3A"))
+    interface = match.group(1).replace("%3A", ":") if match else ""
+    return interface in ("127.0.0.1", "::1", "localhost") or interface.startswith("127.")

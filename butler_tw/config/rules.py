@@ -1,0 +1,188 @@
+"""The checks a value's shape cannot express: each turns a value into what the daemon uses.
+
+A rule is called as ``rule(value, path, report)`` with a value of the right
+shape, records what is wrong with :meth:`Report.problem`, and returns the
+value to use or :data:`~butler_tw.config.spec.INVALID`. Rules never echo a
+webhook URL: it may hold a token.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from hyperlink import EncodedURL
+
+from butler_tw.config.model import TlsSettings, TrustMode
+from butler_tw.config.spec import INVALID, Report, kind_of
+from butler_tw.sources import Network, parse_entry
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def webhook_url(url: str, path: str, report: Report) -> Any:
+    """A URL the HTTP client will take: http(s), a host, a numeric port, no white space."""
+    if url != url.strip() or any(c.isspace() for c in url):
+        report.problem(path, "contains white space")
+        return INVALID
+    try:
+        parts: SplitResult = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        report.problem(path, _bad_port_or_host(url))
+        return INVALID
+    if parts.scheme.lower() not in ("http", "https"):
+        report.problem(path, f"must start with http:// or https:// (scheme is {parts.scheme[:10]!r})")
+        return INVALID
+    if not parts.hostname:
+        report.problem(path, "has no host name")
+        return INVALID
+    if ":" in parts.hostname:
+        report.problem(path, "IPv6 address literals are not supported by the HTTP client: use a host name")
+        return INVALID
+    try:
+        # The conversion treq makes before every request: catch here what it would refuse.
+        EncodedURL.from_text(url).to_uri()
+    except ValueError:
+        report.problem(
+            path,
+            "the host name is not valid (letters, digits and '-' only, no label starting or "
+            "ending with '-'; '_' is not allowed)",
+        )
+        return INVALID
+    return url
+
+
+def _bad_port_or_host(url: str) -> str:
+    hostport = url.partition("//")[2].partition("/")[0].rpartition("@")[2]
+    if hostport.startswith("["):  # an IPv6 literal: the port comes after its "]"
+        hostport = hostport.partition("]")[2] if "]" in hostport else ""
+    port = hostport.rpartition(":")[2] if ":" in hostport else ""
+    if port and not port.isdigit():
+        if port == "port":
+            return (
+                "the port is not a number (':port' is the placeholder from Butler's template: "
+                "put the receiver's port number there, or leave ':port' out for 80/443)"
+            )
+        return "the port is not a number"
+    if port.isdigit():
+        return "the port must be between 1 and 65535"
+    return "not a valid URL (bad port or host)"
+
+
+def http_method(method: str, path: str, report: Report) -> Any:
+    return method
+
+
+def tls_settings(node: dict[str, Any], path: str, report: Report) -> Any:
+    """A ``cert`` block: the CA certificates read now (start-up), not at every request."""
+    if node["enable"] is not True:
+        return TlsSettings()  # as in Butler, the rest of a disabled block is not read
+    ca_path = node["certCA"]
+    if ca_path is INVALID or node["rejectUnauthorized"] is INVALID:
+        return INVALID
+    if ca_path is None:
+        report.problem(f"{path}.certCA", "missing")
+        return INVALID
+    certs = ca_bundle(ca_path, f"{path}.certCA", report)
+    if certs is INVALID:
+        return INVALID
+    mode = TrustMode.CUSTOM_CA if node["rejectUnauthorized"] is not False else TrustMode.NO_VERIFY
+    return TlsSettings(mode=mode, caCertificates=certs, caFile=ca_path)
+
+
+def ca_bundle(ca_path: str, where: str, report: Report) -> Any:
+    try:
+        data = report.reader(ca_path)
+    except FileNotFoundError:
+        report.problem(where, f"file not found: {ca_path}")
+        return INVALID
+    except OSError as e:
+        report.problem(where, f"cannot read {ca_path}: {e.strerror}")
+        return INVALID
+    certs = tuple(m.group(0) for m in _PEM_CERT.finditer(data))
+    if not certs:
+        report.problem(where, f"{ca_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return INVALID
+    from OpenSSL import crypto  # deferred: only needed when a CA file is configured
+
+    for n, pem in enumerate(certs, 1):
+        try:
+            crypto.load_certificate(crypto.FILETYPE_PEM, pem)
+        except crypto.Error:
+            report.problem(where, f"certificate {n} in {ca_path} cannot be read")
+            return INVALID
+    return certs
+
+
+def retry_schedule(raw: Any, path: str, report: Report) -> Any:
+    """Seconds after the first try at which each attempt is made: ``[0, 5, 30, ...]``."""
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or any(
+            isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0
+            for s in raw
+        )
+    ):
+        report.problem(path, "expected a non-empty list of seconds (numbers >= 0)")
+        return INVALID
+    if list(raw) != sorted(raw):
+        report.problem(path, "must be in increasing order")
+        return INVALID
+    if raw[0] != 0:
+        report.problem(path, "must start with 0: the first attempt is made at once")
+        return INVALID
+    return tuple(float(s) for s in raw)
+
+
+def source_entry(item: Any, path: str, report: Report) -> Any:
+    """One ``allowedSources`` entry: an address, a CIDR range or a host name."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        item = str(item)
+    if not isinstance(item, str):
+        report.problem(path, f"expected an address, CIDR range or host name, got {kind_of(item)}")
+        return INVALID
+    try:
+        entry: Network | str = parse_entry(item)
+    except ValueError as e:
+        report.problem(path, str(e))
+        return INVALID
+    return entry
+
+
+def endpoint(listen: Any, path: str, report: Report) -> Any:
+    """A Twisted server endpoint description, parsed (not listened on)."""
+    if listen == "":
+        return None
+    if not isinstance(listen, str):
+        report.problem(
+            path,
+            "expected a Twisted endpoint description such as 'tcp:9090:interface=127.0.0.1', "
+            f"got {kind_of(listen)}",
+        )
+        return INVALID
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # An endpoint only keeps the reactor it is given, so a stand-in keeps
+        # this module from importing (and so installing) the global reactor.
+        serverFromString(object(), listen)
+    except Exception as e:  # a missing key file raises OSError, a bad port ValueError, ...
+        report.problem(path, f"not a valid endpoint description ({e}); e.g. 'tcp:9090:interface=127.0.0.1'")
+        return INVALID
+    return listen
+
+
+def log_level(level: str) -> str:
+    level = level.strip().lower()
+    return {"warning": "warn", "verbose": "debug", "silly": "debug"}.get(level, level)
+
+
+def port(value: Any, path: str, report: Report) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        report.problem(path, f"expected a port number 1-65535, got {kind_of(value)}")
+        return INVALID
+    return value
