@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from butler_tw.alert import FIELD_ORDER, Alert, EventKind
 from butler_tw.outbox import REMOVED, Delivery, IOutbox, Rebinding, State, match_webhooks, removed_key
+from butler_tw.words import count
 
 log = Logger(namespace="butler_tw.outbox")
 
@@ -505,8 +506,9 @@ class SqliteOutbox:
             unwritten = len(self._queued)
             if unwritten:
                 log.error(
-                    "Stopping with {n} outbox writes not on disk ({path} is failing): "
+                    "Stopping with {writes} not on disk ({path} is failing): "
                     "the deliveries they concern may be attempted again, or not resumed, at the next start",
+                    writes=count(unwritten, "outbox write", "outbox writes"),
                     n=unwritten,
                     path=db_path(self.stateDir),
                 )

@@ -289,7 +289,7 @@ class FaultTests(TestCase):
         self.assertEqual(second.header("webhook-id"), alertId)
         self.assertEqual(second.body, first.body)
         self.assertEqual(execution_of(second), execution)
-        self.assertIn("Picked up 1 deliveries re-queued", exit.output)
+        self.assertIn("Picked up 1 delivery re-queued", exit.output)
         status, text = cli("deliveries", "--config", daemon.configPath)
         self.assertEqual((status, text.splitlines()[1:]), (0, ["(no pending or dead deliveries)"]))
 
