@@ -1,7 +1,7 @@
 """``butler-tw``: the admin command line.
 
     butler-tw deliveries --config F [--state pending|dead] [--limit N]
-    butler-tw replay --config F (ID ... | --all-dead)
+    butler-tw replay --config F (ID ... | --all-dead) [--to NAME]
     butler-tw check-config F
     butler-tw send-test F [--event failed|aborted] [--webhook NAME]
     butler-tw emit HOST:PORT [--event failed|aborted] [--task-id ID] [--count N]
@@ -9,8 +9,9 @@
 
 ``deliveries`` and ``replay`` open the daemon's SQLite outbox directly (WAL
 lets them read and write while the daemon runs). A replayed delivery starts
-its retry schedule afresh; a running daemon picks it up within a few seconds,
-a stopped one at its start.
+its retry schedule afresh when the daemon takes it up: a running one within
+a few seconds, a stopped one at its start. ``replay`` re-queues only what the
+daemon will send (see :mod:`butler_tw.replay`) and says why not for the rest.
 
 ``check-config`` validates a config file as the daemon does at start-up and
 summarises it. ``send-test``, ``emit`` and ``receive`` (in
@@ -35,9 +36,11 @@ from butler_tw import tryout
 from butler_tw.alert import EventKind
 from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
 from butler_tw.outbox import Delivery, describe_key
+from butler_tw.replay import plan_replay
 from butler_tw.sources import SourceFilter
-from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows
+from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows, replay_dead
 from butler_tw.tap import allowed_sources, resolve_listen_host
+from butler_tw.words import count
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
 #: Commands that run on the reactor (through :func:`run_on_reactor`).
@@ -56,11 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--state", choices=("pending", "dead"), help="only this state (default: both)")
     show.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
 
-    replay = sub.add_parser("replay", help="re-queue dead deliveries")
+    replay = sub.add_parser(
+        "replay",
+        help="re-queue dead deliveries",
+        description="Re-queue dead deliveries to their webhook, or one that sends where it sent (the same "
+        "method and URL), or the --to webhook. What the daemon would only make a dead letter again is "
+        "not re-queued: one line says why. Exit 0, 1 if some were not re-queued, 2 on a config, outbox "
+        "or --to problem.",
+    )
     replay.add_argument("--config", "-c", required=True, help="the daemon's config file")
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", default=[], help="delivery ids, or alert ids (all of that alert's)")
     which.add_argument("--all-dead", action="store_true", help="every dead delivery")
+    replay.add_argument(
+        "--to",
+        metavar="NAME",
+        help="send them to this webhook (its name, description or key, e.g. reloadTaskFailure.webhooks[0]) "
+        "instead: for the dead letters of a removed webhook",
+    )
 
     check = sub.add_parser(
         "check-config",
@@ -160,7 +176,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         return list_deliveries(conn, config, args.state, args.limit, out)
     if not args.all_dead and not args.ids:
         parser.error("replay needs delivery ids or --all-dead")
-    return replay_deliveries(conn, args.ids, args.all_dead, out)
+    return replay_deliveries(conn, config, args.ids, args.all_dead, args.to, out, err)
 
 
 def main_on_reactor(argv: Sequence[str], reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:
@@ -385,24 +401,59 @@ def _row(d: Delivery, names: dict[str, str]) -> tuple[str, ...]:
     )
 
 
-def replay_deliveries(conn, ids: Sequence[str], allDead: bool, out: TextIO) -> int:  # type: ignore[no-untyped-def]
-    now = time.time()
-    update = (
-        "UPDATE deliveries SET state = 'pending', attempts = 0, accepted_at = ?, due_at = ?, "
-        "requeued = 1, updated_at = ? WHERE state = 'dead'"
+def replay_deliveries(  # type: ignore[no-untyped-def]
+    conn,
+    config: Config,
+    ids: Sequence[str],
+    allDead: bool,
+    to: str | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Re-queue the dead deliveries ``ids`` (or all), to ``to`` if given; one line per outcome."""
+    target = None
+    if to is not None:
+        chosen, problem = tryout.select_webhooks(config, None, to)
+        if problem is not None:
+            err.write(f"butler-tw replay: --to: {problem}\n")
+            return 2
+        if len(chosen) > 1:
+            several = ", ".join(f"{w.name} ({w.key})" for _, w in chosen)
+            err.write(
+                f"butler-tw replay: --to {to!r} names {len(chosen)} webhooks: {several}; give its key\n"
+            )
+            return 2
+        target = chosen[0][1]
+    decisions = replay_dead(
+        conn,
+        ids,
+        allDead,
+        lambda dead, bound, existing: plan_replay(dead, config.webhooks, bound, existing, target),
+        time.time(),
     )
-    with conn:
-        if allDead:
-            n = conn.execute(update, (now, now, now)).rowcount
+    names = {w.key: w.name for w in config.webhooks}
+    # One line per (webhook, where to, why not), in the order first met.
+    groups: dict[tuple[str, str, str], int] = {}
+    for d in decisions:
+        group = (d.source, names.get(d.target, ""), d.refusal)
+        groups[group] = groups.get(group, 0) + 1
+    for (source, dest, refusal), n in groups.items():
+        what = count(n, "dead delivery", "dead deliveries")
+        if refusal:
+            out.write(f"not re-queued: {what} of {source}: {refusal}\n")
+        elif source == dest:
+            out.write(f"re-queued {what} to {dest}\n")
         else:
-            n = 0
-            for i in ids:
-                n += conn.execute(update + " AND (id = ? OR alert_id = ?)", (now, now, now, i, i)).rowcount
-    out.write(f"re-queued {n} dead deliveries\n")
-    if not allDead and n == 0:
-        out.write("no dead delivery has these ids: see `butler-tw deliveries --state dead`\n")
-        return 1
-    return 0
+            out.write(f"re-queued {what} of {source} to {dest}\n")
+    found = {d.delivery.id for d in decisions} | {d.delivery.alert.alertId for d in decisions}
+    unknown = [i for i in ids if i not in found]
+    for i in unknown:
+        out.write(
+            f"not re-queued: no dead delivery has the id {i} (see `butler-tw deliveries --state dead`)\n"
+        )
+    if allDead and not decisions:
+        out.write("no dead deliveries to re-queue\n")
+    return 1 if unknown or any(d.refusal for d in decisions) else 0
 
 
 if __name__ == "__main__":

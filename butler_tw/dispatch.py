@@ -165,6 +165,7 @@ class Dispatcher:
             dueAt=nextAt if nextAt is not None else delivery.dueAt,
             state=state,
             lastOutcome=lastOutcome,
+            notBefore=now + outcome.retryAfter if outcome.retryAfter is not None else 0.0,
         )
         self._log_attempt(updated, outcome, (now - started) * 1000, nextAt)
         statsKey = self._keyNow()  # after a reload: where this webhook is now
@@ -282,7 +283,8 @@ class Dispatcher:
         webhook was removed from the config or now sends elsewhere.
 
         What waits (due now, or for a retry) goes to the successor at once,
-        re-timed on its retry schedule when that changed. Attempts in flight
+        re-timed on its retry schedule when that changed, but never before
+        the end of a ``Retry-After`` the receiver sent. Attempts in flight
         are not cancelled: they finish here, on this dispatcher's client, and
         a retry they need is the successor's. Anything submitted here later
         (an alert stored just before the reload) is passed on the same way.
@@ -321,11 +323,11 @@ class Dispatcher:
         moved = attrs.evolve(delivery, webhookKey=successor.webhook.key)
         policy = successor.webhook.retry
         if moved.attempts and policy != self.webhook.retry:
-            # A retry waits as long as the new schedule says. (A Retry-After the
-            # receiver sent is not remembered, so it is not honoured here.)
-            dueAt = policy.next_attempt_at(
-                moved.acceptedAt, moved.attempts, self._clock.seconds(), None, self._rand
-            )
+            # A retry waits as long as the new schedule says, and at least
+            # until the end of the Retry-After the receiver sent.
+            now = self._clock.seconds()
+            retryAfter = max(0.0, moved.notBefore - now) if moved.notBefore else None
+            dueAt = policy.next_attempt_at(moved.acceptedAt, moved.attempts, now, retryAfter, self._rand)
             if dueAt is not None and dueAt != moved.dueAt:
                 moved = attrs.evolve(moved, dueAt=dueAt)
                 self._outbox.record(moved)

@@ -18,6 +18,7 @@ from butler_tw.sources import SourceFilter
 from butler_tw.stats import Stats
 from butler_tw.throttle import LogThrottle
 from butler_tw.wireformat import Rejected
+from butler_tw.words import count
 
 log = Logger(namespace="butler_tw.gate")
 
@@ -80,10 +81,13 @@ class Gate:
         details = ", ".join(f"{n} {kind} from {source}" for (kind, source), n in top[:10])
         if len(top) > 10:
             rest = sum(n for _, n in top[10:])
-            details += f", and {rest} more from {len(top) - 10} other (problem, source) pairs"
+            others = count(len(top) - 10, "other (problem, source) pair", "other (problem, source) pairs")
+            details += f", and {rest} more from {others}"
+        total = sum(swallowed.values())
         log.warn(
-            "Dropped {total} more datagrams in the last {period:g} s: {details}",
-            total=sum(swallowed.values()),
+            "Dropped {datagrams} in the last {period:g} s: {details}",
+            datagrams=count(total, "more datagram", "more datagrams"),
+            total=total,
             period=self._log.period,
             details=details,
         )

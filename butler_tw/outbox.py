@@ -67,6 +67,9 @@ class Delivery:
     :ivar attempts: attempts made so far.
     :ivar dueAt: when the next attempt is due.
     :ivar lastOutcome: what the last attempt came to, for the admin.
+    :ivar notBefore: when the receiver's ``Retry-After`` on the last attempt
+        ends (clock seconds), 0 when it sent none: a reload that re-times the
+        retry keeps it. Not stored: ``dueAt``, which is, already honours it.
     """
 
     alert: Alert
@@ -76,6 +79,7 @@ class Delivery:
     dueAt: float = 0.0
     state: State = State.PENDING
     lastOutcome: str = ""
+    notBefore: float = 0.0
 
     @property
     def id(self) -> str:

@@ -23,6 +23,7 @@ from butler_tw.config import Config, ConfigError, load_config
 from butler_tw.pipeline import Pipeline
 from butler_tw.reloadplan import new_warnings, plan_reload, restart_warnings, summary
 from butler_tw.sources import SourceFilter, resolve_all, unusable
+from butler_tw.words import count
 
 log = Logger(namespace="butler_tw.reload")
 
@@ -188,8 +189,9 @@ class Reloader(Service):
 
     def _refuse(self, error: ConfigError) -> None:
         log.error(
-            "Not reloading {path}: {n} problem(s) in the configuration; {keeping}",
+            "Not reloading {path}: {problems} in the configuration; {keeping}",
             path=self._path,
+            problems=count(len(error.problems), "problem", "problems"),
             n=len(error.problems),
             keeping=KEEPING,
         )

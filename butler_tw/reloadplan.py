@@ -17,6 +17,7 @@ import attrs
 
 from butler_tw.config import Config, TlsSettings, Webhook
 from butler_tw.outbox import Rebinding, match_webhooks
+from butler_tw.words import count
 
 
 @attrs.frozen
@@ -232,10 +233,6 @@ def _label(w: Webhook) -> str:
     return f"{w.key} {w.description!r}" if w.description else w.key
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def summary(source: str, plan: ReloadPlan, rebinding: Rebinding | None) -> str:
     """The one line a reload logs: every change, with URLs redacted.
 
@@ -258,12 +255,14 @@ def summary(source: str, plan: ReloadPlan, rebinding: Rebinding | None) -> str:
         details = []
         for w in plan.removed:
             n = rebinding.removed.get(w.key, 0) if rebinding is not None else None
-            kept = (
-                "its pending deliveries kept as dead letters"
-                if n is None
-                else _count(n, "pending delivery", "pending deliveries")
-                + (" kept as a dead letter" if n == 1 else " kept as dead letters")
-            )
+            if n is None:
+                kept = "its pending deliveries kept as dead letters"
+            elif n == 0:
+                kept = "no pending deliveries"
+            else:
+                kept = count(n, "pending delivery", "pending deliveries") + (
+                    " kept as a dead letter" if n == 1 else " kept as dead letters"
+                )
             details.append(f"{_label(w)}: {kept}")
         webhooks(len(plan.removed), "removed", details)
     moved = [r for r in plan.replaced if r.moved]

@@ -23,6 +23,7 @@ from butler_tw.http import WebhookClient
 from butler_tw.outbox import IOutbox, Rebinding, State, describe_key
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
+from butler_tw.words import count
 
 log = Logger(namespace="butler_tw.service")
 
@@ -90,7 +91,11 @@ class NotifierService(Service):
         windows = self._outbox.remembered("windows", now)
         self._limiter.restore(windows)
         if windows:
-            log.info("Re-armed {n} rate-limit windows from before the restart", n=len(windows))
+            log.info(
+                "Re-armed {windows} from before the restart",
+                windows=count(len(windows), "rate-limit window", "rate-limit windows"),
+                n=len(windows),
+            )
         self._resumePending()
         for loop, interval in self._loops:
             loop.clock = self._clock
@@ -102,10 +107,16 @@ class NotifierService(Service):
         for old, new in sorted(rebinding.moved.items()):
             log.info("Webhook {old} is now {new} in the config: its deliveries follow", old=old, new=new)
         for old, n in sorted(rebinding.removed.items()):
+            if n == 0:
+                fate = "it had no pending deliveries"
+            elif n == 1:
+                fate = "its 1 pending delivery is a dead letter (butler-tw deliveries --state dead)"
+            else:
+                fate = f"its {n} pending deliveries are dead letters (butler-tw deliveries --state dead)"
             log.warn(
-                "Webhook {old} was removed from the config or now sends elsewhere: its {n} pending "
-                "deliveries are dead letters (butler-tw deliveries --state dead)",
+                "Webhook {old} was removed from the config or now sends elsewhere: {fate}",
                 old=old,
+                fate=fate,
                 n=n,
             )
 
@@ -121,18 +132,33 @@ class NotifierService(Service):
         # The keys of rows read are those of the dispatchers at the time of the
         # read's submission (outbox operations run in order): look them up there.
         self._outbox.pending().addCallbacks(
-            self._resume, failed, callbackArgs=("Resumed {n} pending deliveries", dict(self._dispatchers))
+            self._resume,
+            failed,
+            callbackArgs=(
+                "Resumed {deliveries}",
+                ("pending delivery", "pending deliveries"),
+                dict(self._dispatchers),
+            ),
         )
 
     def _pickUpReplays(self) -> Deferred[None]:
         d: Deferred[Any] = self._outbox.requeued()
         d.addCallback(
-            self._resume, "Picked up {n} deliveries re-queued by `butler-tw replay`", dict(self._dispatchers)
+            self._resume,
+            "Picked up {deliveries} re-queued by `butler-tw replay`",
+            ("delivery", "deliveries"),
+            dict(self._dispatchers),
         )
         # An error must not end the LoopingCall: log it, try again at the next tick.
         return d.addErrback(lambda f: log.error("Could not check for replays: {error}", error=str(f.value)))
 
-    def _resume(self, deliveries: list, message: str, dispatchers: Mapping[str, Dispatcher]) -> None:  # type: ignore[type-arg]
+    def _resume(
+        self,
+        deliveries: list,  # type: ignore[type-arg]
+        message: str,
+        noun: tuple[str, str],
+        dispatchers: Mapping[str, Dispatcher],
+    ) -> None:
         resumed = 0
         for delivery in deliveries:
             dispatcher = dispatchers.get(delivery.webhookKey)
@@ -151,7 +177,7 @@ class NotifierService(Service):
                     key=describe_key(delivery.webhookKey, {}),
                 )
         if resumed:
-            log.info(message, n=resumed)
+            log.info(message, deliveries=count(resumed, *noun), n=resumed)
 
     def replaceWebhooks(
         self,
@@ -210,8 +236,9 @@ class NotifierService(Service):
         inFlight = sum(d.inFlight for d in dispatchers)
         if inFlight:
             log.info(
-                "Stopping: waiting up to {grace:g} s for {n} attempts in flight",
+                "Stopping: waiting up to {grace:g} s for {attempts} in flight",
                 grace=self.grace,
+                attempts=count(inFlight, "attempt", "attempts"),
                 n=inFlight,
             )
         # Time out a Deferred of our own, not the DeferredList: cancelling a
@@ -233,7 +260,12 @@ class NotifierService(Service):
                 dispatcher.abort()
         left = sum(d.unattempted() for d in dispatchers)
         if left:
-            log.warn("Stopping: {n} deliveries not attempted are left pending in the outbox", n=left)
+            log.warn(
+                "Stopping: {deliveries} not attempted {are} left pending in the outbox",
+                deliveries=count(left, "delivery", "deliveries"),
+                are="is" if left == 1 else "are",
+                n=left,
+            )
         yield DeferredList([c.close() for c in clients])
         yield self._outbox.close()
         log.info("Stopped. Counters: {counters}", counters=self._stats.snapshot(), butler_tw_lifecycle=True)

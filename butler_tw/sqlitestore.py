@@ -35,6 +35,8 @@ from zope.interface import implementer
 
 from butler_tw.alert import FIELD_ORDER, Alert, EventKind
 from butler_tw.outbox import REMOVED, Delivery, IOutbox, Rebinding, State, match_webhooks, removed_key
+from butler_tw.replay import Decision
+from butler_tw.words import count
 
 log = Logger(namespace="butler_tw.outbox")
 
@@ -364,7 +366,10 @@ class SqliteOutbox:
         return d
 
     def pending(self) -> Deferred[list[Delivery]]:
+        now = self._reactor.seconds()
+
         def op(conn: sqlite3.Connection) -> list[Delivery]:
+            _take_up_replays(conn, now)
             conn.execute("UPDATE deliveries SET requeued = 0 WHERE requeued = 1")
             rows = conn.execute(SELECT_DELIVERIES + "WHERE d.state = 'pending' ORDER BY d.due_at").fetchall()
             return [delivery_from_row(r) for r in rows]
@@ -430,14 +435,16 @@ class SqliteOutbox:
 
     def requeued(self) -> Deferred[list[Delivery]]:
         """Deliveries that ``butler-tw replay`` re-queued since the last call."""
+        now = self._reactor.seconds()
 
         def op(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(
-                SELECT_DELIVERIES + "WHERE d.state = 'pending' AND d.requeued = 1 ORDER BY d.due_at"
-            ).fetchall()
-            if rows:
-                conn.execute("UPDATE deliveries SET requeued = 0 WHERE requeued = 1")
-            return [delivery_from_row(r) for r in rows]
+            if not _take_up_replays(conn, now):
+                return []
+            rows = iter_rows(
+                conn, SELECT_DELIVERIES + "WHERE d.state = 'pending' AND d.requeued = 1 ORDER BY d.due_at"
+            )
+            conn.execute("UPDATE deliveries SET requeued = 0 WHERE requeued = 1")
+            return rows
 
         d = self._submit(op, wait=True, read=True)
         assert d is not None
@@ -505,8 +512,9 @@ class SqliteOutbox:
             unwritten = len(self._queued)
             if unwritten:
                 log.error(
-                    "Stopping with {n} outbox writes not on disk ({path} is failing): "
+                    "Stopping with {writes} not on disk ({path} is failing): "
                     "the deliveries they concern may be attempted again, or not resumed, at the next start",
+                    writes=count(unwritten, "outbox write", "outbox writes"),
                     n=unwritten,
                     path=db_path(self.stateDir),
                 )
@@ -515,6 +523,67 @@ class SqliteOutbox:
                 self._conn.close()
 
         return done.addCallback(shut)
+
+
+def _take_up_replays(conn: sqlite3.Connection, now: float) -> int:
+    """Start the age of what ``butler-tw replay`` re-queued now, as the daemon takes it up.
+
+    Its ``retrySchedule`` and ``maxAge`` count from here, not from the replay:
+    one replayed while the daemon was stopped is not expired at the next start.
+    :return: how many there are.
+    """
+    return int(
+        conn.execute(
+            "UPDATE deliveries SET accepted_at = ?, due_at = ? WHERE requeued = 1 AND state = 'pending'",
+            (now, now),
+        ).rowcount
+    )
+
+
+def replay_dead(
+    conn: sqlite3.Connection,
+    ids: Sequence[str],
+    allDead: bool,
+    decide: Callable[[list[Delivery], dict[str, str], set[str]], list[Decision]],
+    now: float,
+) -> list[Decision]:
+    """``butler-tw replay``: re-queue dead deliveries as ``decide`` says, in one transaction.
+
+    :param ids: delivery ids or alert ids (with ``allDead`` false).
+    :param decide: called with the dead deliveries chosen, the webhooks the
+        daemon has bound (key -> fingerprint) and the ids of every delivery;
+        see :func:`butler_tw.replay.plan_replay`.
+    :return: what ``decide`` said; those with a key are pending under it
+        now, flagged for the running daemon to pick up.
+    """
+    where = "WHERE d.state = 'dead'"
+    args: list[str] = []
+    if not allDead:
+        marks = ", ".join("?" * len(ids))
+        where += f" AND (d.id IN ({marks}) OR d.alert_id IN ({marks}))"
+        args = [*ids, *ids]
+    # IMMEDIATE: the daemon cannot rebind or record between the reads and the writes.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        dead = iter_rows(conn, SELECT_DELIVERIES + where + " ORDER BY d.accepted_at, d.id", args)
+        bound = dict(conn.execute("SELECT key, fingerprint FROM webhooks").fetchall())
+        existing = {i for (i,) in conn.execute("SELECT id FROM deliveries")}
+        decisions = decide(dead, bound, existing)
+        for decision in decisions:
+            if decision.key is None:
+                continue
+            conn.execute(
+                "UPDATE deliveries SET webhook_key = ?, id = alert_id || '/' || ?, state = 'pending', "
+                "attempts = 0, accepted_at = ?, due_at = ?, requeued = 1, updated_at = ? "
+                "WHERE id = ? AND state = 'dead'",
+                (decision.key, decision.key, now, now, now, decision.delivery.id),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return decisions
 
 
 def iter_rows(conn: sqlite3.Connection, sql: str, args: Iterable[Any] = ()) -> list[Delivery]:

@@ -46,6 +46,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
 from twisted.web.server import Site
 
+from butler_tw import words
 from butler_tw.alert import Alert, EventKind
 from butler_tw.config import Config, TrustMode, Webhook
 from butler_tw.http import Outcome, WebhookClient
@@ -195,7 +196,8 @@ def send_test(
         out.write(
             f"Test alert: {alert.event}, task {alert.taskName!r} ({alert.taskId}),\n"
             f"  executionId {alert.executionId}, webhook-id {alert.alertId}\n"
-            f"  sent now to {n} {k.value} webhook(s), bypassing the rate limit and the outbox\n"
+            f"  sent now to {words.count(n, f'{k.value} webhook', f'{k.value} webhooks')}, "
+            "bypassing the rate limit and the outbox\n"
         )
     out.flush()
     clients = [WebhookClient(w, reactor) for _, w in chosen]
@@ -226,9 +228,11 @@ def send_test(
             )
         out.write("\n" + format_table(rows) + "\n")
         if failed:
-            out.write(f"{failed} of {len(chosen)} webhook(s) did not answer 2xx\n")
+            out.write(f"{failed} of {words.count(len(chosen), 'webhook', 'webhooks')} did not answer 2xx\n")
+        elif len(chosen) == 1:
+            out.write("the webhook answered 2xx\n")
         else:
-            out.write(f"all {len(chosen)} webhook(s) answered 2xx\n")
+            out.write(f"all {len(chosen)} webhooks answered 2xx\n")
         out.flush()
         return 1 if failed else 0
 
@@ -320,8 +324,9 @@ def emit(target: str, kind: EventKind, taskId: str, count: int, out: TextIO, err
             out.write(f"sent {n}/{count} to {shown} ({len(data)} bytes):\n  {data.decode('utf-8')}\n")
     finally:
         sender.close()
+    sent = words.count(count, f"{kind.value} datagram", f"{kind.value} datagrams")
     out.write(
-        f"{count} {kind.value} datagram(s) sent for task {taskId}. The daemon delivers at most one alert"
+        f"{sent} sent for task {taskId}. The daemon delivers at most one alert"
         " per task per rateLimit seconds (300 by default): use --task-id for another task.\n"
     )
     return 0
@@ -645,7 +650,8 @@ def receive(
         return succeed(1)
 
     def stopping() -> None:
-        out.write(f"\nbutler-tw receive: stopped after {running.requests} request(s)\n")
+        received = words.count(running.requests, "request", "requests")
+        out.write(f"\nbutler-tw receive: stopped, {received} received\n")
         out.flush()
 
     reactor.addSystemEventTrigger("before", "shutdown", stopping)

@@ -325,7 +325,7 @@ class SendTestTests(TestCase):
             r"^Teams channel  POST    http://127\.0\.0\.1:\d+/butler/\*\*\*  none \(http\)  HTTP 200  \d+ ms$",
         )
         self.assertIn(redact_url(url), row)
-        self.assertIn("all 1 webhook(s) answered 2xx", out)
+        self.assertIn("the webhook answered 2xx", out)
         self.assertNotIn("QUERYSECRET", out)
 
     @inlineCallbacks
@@ -350,7 +350,7 @@ class SendTestTests(TestCase):
         self.assertRegex(
             out, r"\nDown +POST +http://127\.0\.0\.1:\d+/\*\*\* +none \(http\) +connection refused +\d+ ms\n"
         )
-        self.assertIn("1 of 1 webhook(s) did not answer 2xx", out)
+        self.assertIn("1 of 1 webhook did not answer 2xx", out)
 
     @inlineCallbacks
     def test_errorStatusWithHint(self) -> Any:
@@ -363,7 +363,7 @@ class SendTestTests(TestCase):
         self.assertEqual(status, 1)
         self.assertIn("HTTP 404: check the URL", out)
         self.assertIn("HTTP 200", out)
-        self.assertIn("1 of 2 webhook(s) did not answer 2xx", out)
+        self.assertIn("1 of 2 webhooks did not answer 2xx", out)
         self.assertEqual((len(ok.requests), len(missing.requests)), (1, 1))
 
     @inlineCallbacks
@@ -445,7 +445,7 @@ class SendTestTests(TestCase):
         self.assertEqual(query["event"], "Qlik Sense reload aborted")
         self.assertEqual(query["taskName"], "butler-tw test alert")
         self.assertIn("no reload was aborted", query["logMessage"])
-        self.assertIn("reloadTaskAborted webhook(s)", out)
+        self.assertIn("sent now to 1 reloadTaskAborted webhook,", out)
         self.assertNotIn("QUERYSECRET", out)
 
     @inlineCallbacks
@@ -777,7 +777,7 @@ class ReceiveTests(TestCase):
         text = process.out.decode()
         self.assertIn(f"listening on http://127.0.0.1:{port}/", text)
         self.assertIn("webhook-id: msg_x", text)
-        self.assertIn("butler-tw receive: stopped after 1 request(s)", text)
+        self.assertIn("butler-tw receive: stopped, 1 request received", text)
         self.assertEqual(process.err, b"")
 
 

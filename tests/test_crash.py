@@ -261,7 +261,7 @@ class CrashTests(TestCase):
 
         second = first.successor(self)
         yield second.start()
-        yield second.waitForOutput("Re-armed 1 rate-limit windows", DEADLINE)
+        yield second.waitForOutput("Re-armed 1 rate-limit window from", DEADLINE)
         sentAt = reactor.seconds()
         self.assertLess(sentAt - r1.receivedAt, window - 1, "the restart took too long for this test")
         second.send(datagram("failed", task, e2, taskName="Reload Limited"))

@@ -389,6 +389,50 @@ class RetireTests(SynchronousTestCase):
         newSender.finish(ERROR)  # the next retry is on the new schedule too
         self.assertEqual(self.last().dueAt, delivery.acceptedAt + 4)
 
+    def test_newScheduleKeepsRetryAfter(self) -> None:
+        """503 with Retry-After: 30, then a reload to a 2 s schedule: the retry still waits the 30 s."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender, schedule=(0.0, 5.0, 60.0))
+        delivery = self.submit(old)
+        oldSender.finish(Outcome(status=503, retryAfter=30.0))
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 30)
+        self.clock.advance(1)
+        new = self.dispatcher(newSender, schedule=(0.0, 2.0, 4.0))
+        old.retire(new)
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 30)
+        self.clock.advance(28.9)
+        self.assertEqual(newSender.attempts, 0)
+        self.clock.advance(0.1)
+        self.assertEqual(newSender.attempts, 1)
+
+    def test_retryAfterKeptAcrossTwoReloads(self) -> None:
+        """The Retry-After travels with the delivery along the successor chain."""
+        senders = [FakeSender(), FakeSender(), FakeSender()]
+        first = self.dispatcher(senders[0], schedule=(0.0, 5.0))
+        delivery = self.submit(first)
+        senders[0].finish(Outcome(status=429, retryAfter=20.0))
+        second = self.dispatcher(senders[1], schedule=(0.0, 1.0))
+        third = self.dispatcher(senders[2], schedule=(0.0, 3.0))
+        self.clock.advance(1)
+        first.retire(second)
+        self.clock.advance(1)
+        second.retire(third)
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 20)
+        self.clock.advance(17.9)
+        self.assertEqual([s.attempts for s in senders], [1, 0, 0])
+        self.clock.advance(0.1)
+        self.assertEqual([s.attempts for s in senders], [1, 0, 1])
+
+    def test_pastRetryAfterDoesNotDelay(self) -> None:
+        """A Retry-After that has ended by the reload leaves the new schedule alone."""
+        oldSender, newSender = FakeSender(), FakeSender()
+        old = self.dispatcher(oldSender, schedule=(0.0, 60.0))
+        delivery = self.submit(old)
+        oldSender.finish(Outcome(status=503, retryAfter=1.0))
+        self.clock.advance(5)
+        old.retire(self.dispatcher(newSender, schedule=(0.0, 10.0)))
+        self.assertEqual(self.last().dueAt, delivery.acceptedAt + 10)
+
     def test_inFlightAttemptFinishesOnOldClient(self) -> None:
         """An attempt in flight is not cancelled; the retire Deferred waits for it."""
         oldSender, newSender = FakeSender(), FakeSender()

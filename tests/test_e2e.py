@@ -405,7 +405,7 @@ class EndToEndTests(TestCase):
         # The attempt in flight got its grace period, and no more.
         self.assertGreater(exit.seconds, 1.5, exit.output)
         self.assertLess(exit.seconds, 2 + 3, exit.output)
-        self.assertIn("waiting up to 2 s for 1 attempts in flight", exit.output)
+        self.assertIn("waiting up to 2 s for 1 attempt in flight", exit.output)
         self.assertIn("grace period of 2 s over", exit.output)
         self.assertIn("left pending (shutting down)", exit.output)
         self.assertEqual(len(receiver.requests), 1)

@@ -42,6 +42,7 @@ DEADLINE = 30.0
 FAST_SCHEDULE = [0, 0.3, 0.6, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 15, 20]
 
 EMPTY = {"pending": 0, "dead": 0}
+FAIL0 = "reloadTaskFailure.webhooks[0]"
 
 
 def fast_config(
@@ -279,7 +280,7 @@ class FaultTests(TestCase):
         deliveryId = f"{alertId}/reloadTaskFailure.webhooks[0]"
 
         status, text = cli("replay", "--config", daemon.configPath, deliveryId)
-        self.assertEqual((status, text), (0, "re-queued 1 dead deliveries\n"))
+        self.assertEqual((status, text), (0, f"re-queued 1 dead delivery to {FAIL0}\n"))
         # The daemon polls for replays every 2 s.
         yield within(receiver.waitForRequests(2), 8, "the replayed delivery", daemon)
         yield self.outboxIs(daemon, EMPTY, "an empty outbox")
@@ -289,9 +290,34 @@ class FaultTests(TestCase):
         self.assertEqual(second.header("webhook-id"), alertId)
         self.assertEqual(second.body, first.body)
         self.assertEqual(execution_of(second), execution)
-        self.assertIn("Picked up 1 deliveries re-queued", exit.output)
+        self.assertIn("Picked up 1 delivery re-queued", exit.output)
         status, text = cli("deliveries", "--config", daemon.configPath)
         self.assertEqual((status, text.splitlines()[1:]), (0, ["(no pending or dead deliveries)"]))
+
+    @inlineCallbacks
+    def test_replayRemovedWebhookTo(self) -> Any:
+        """A removed webhook's dead letter: refused without --to, then sent by the running daemon to --to's."""
+        old, pager = listen_http(self, 503), listen_http(self)
+        daemon = Daemon(self, fast_config(failure=[webhook(old.url("/old"), description="Old")]))
+        yield daemon.start()
+        daemon.send(datagram("failed", *new_ids()))
+        yield within(old.waitForRequests(1), DEADLINE, "the first attempt", daemon)
+        daemon.rewrite(fast_config(failure=[webhook(pager.url("/pager"), description="Pager")]))
+        mark = daemon.hangup()
+        yield daemon.waitForOutput("Reloaded", DEADLINE, mark)
+        yield self.outboxIs(daemon, {"pending": 0, "dead": 1}, "the removed webhook's dead letter")
+        alertId = old.requests[0].header("webhook-id")
+
+        status, text = cli("replay", "--config", daemon.configPath, alertId)
+        self.assertEqual(status, 1)
+        self.assertIn(f"not re-queued: 1 dead delivery of {FAIL0} (removed): no webhook in the config", text)
+        status, text = cli("replay", "--config", daemon.configPath, alertId, "--to", "Pager")
+        self.assertEqual((status, text), (0, f"re-queued 1 dead delivery of {FAIL0} (removed) to Pager\n"))
+        (request,) = yield within(pager.waitForRequests(1), 8, "the replayed delivery", daemon)
+        self.assertEqual(request.header("webhook-id"), alertId)
+        yield self.outboxIs(daemon, EMPTY, "an empty outbox")
+        exit = yield daemon.stopCleanly()
+        self.assertIn("Picked up 1 delivery re-queued", exit.output)
 
     @inlineCallbacks
     def test_sameDatagramTwiceDeliveredOnce(self) -> Any:

@@ -203,7 +203,7 @@ class GateTests(SynchronousTestCase):
         for _ in range(3):
             gate.admit(GOOD, "h")
         gate.stop()
-        self.assertIn("Dropped 1 more datagrams", self.log.lines()[-1])
+        self.assertIn("Dropped 1 more datagram in", self.log.lines()[-1])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 

@@ -142,5 +142,5 @@ class RejectLogTests(SynchronousTestCase):
         self.notifier.datagram(b"x", "h")
         self.notifier.datagram(b"x", "h")
         self.notifier.stop()
-        self.assertIn("Dropped 1 more datagrams", self.lines()[-1])
+        self.assertIn("Dropped 1 more datagram in", self.lines()[-1])
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -84,4 +84,4 @@ class QuickStartTests(TestCase):
         self.assertEqual(text.count("POST /butler/failed"), 1, text)
         self.assertEqual(text.count("GET /butler/aborted"), 1, text)
         self.assertIn('"event": "Qlik Sense reload failed"', text)
-        self.assertIn("butler-tw receive: stopped after 2 request(s)", text)
+        self.assertIn("butler-tw receive: stopped, 2 requests received", text)

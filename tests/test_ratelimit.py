@@ -424,18 +424,55 @@ class ReconfigureTests(SynchronousTestCase):
         self.clock = Clock()
         self.limiter = RateLimiter(self.clock, {EventKind.FAILED: 300.0, EventKind.ABORTED: 0.0})
 
-    def test_longerWindowLeavesOpenOnesAlone(self) -> None:
-        """An open window ends when it would have; new ones get the new length."""
+    def test_longerWindowLengthensOpenOnes(self) -> None:
+        """300 s -> 600 s: a window opened 100 s ago lasts 600 s from its start; new ones too."""
         self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
         self.clock.advance(100)
         self.limiter.reconfigure({EventKind.FAILED: 600.0, EventKind.ABORTED: 0.0})
         self.assertFalse(self.limiter.allow(alert(taskId=TASK_A)))
-        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 200)
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 500)
         self.assertTrue(self.limiter.allow(alert(taskId=TASK_B)))
         self.assertEqual(self.limiter.remaining(alert(taskId=TASK_B)), 600)
-        self.clock.advance(200)
+        self.clock.advance(499)
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(1)
+        self.assertEqual(len(self.limiter), 1, "A's window ended at its start + 600 s, B's is open")
         self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
         self.assertEqual(len(self.limiter), 2)
+
+    def test_longerThenShorterDoesNotEndEarly(self) -> None:
+        """300 -> 400 -> 350 s: a window opened at 0 ends at 350, not 300 or before."""
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(100)
+        self.limiter.reconfigure({EventKind.FAILED: 400.0, EventKind.ABORTED: 0.0})
+        self.clock.advance(100)
+        self.limiter.reconfigure({EventKind.FAILED: 350.0, EventKind.ABORTED: 0.0})
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 150)
+        self.clock.advance(149)
+        self.assertEqual(len(self.limiter), 1)
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(1)
+        self.assertEqual((len(self.limiter), self.clock.getDelayedCalls()), (0, []))
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+
+    def test_shorterThenLongerDoesNotEndEarly(self) -> None:
+        """300 -> 200 -> 300 s: a window opened at 0 (and not ended at 200) lasts to 300 again."""
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(50)
+        self.assertTrue(self.limiter.allow(alert(taskId=TASK_B)))
+        self.clock.advance(50)
+        self.limiter.reconfigure({EventKind.FAILED: 200.0, EventKind.ABORTED: 0.0})
+        self.clock.advance(50)
+        self.limiter.reconfigure({EventKind.FAILED: 300.0, EventKind.ABORTED: 0.0})
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_A)), 150)
+        self.assertEqual(self.limiter.remaining(alert(taskId=TASK_B)), 200)
+        self.clock.advance(149)
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_A)))
+        self.clock.advance(1)
+        self.assertEqual(len(self.limiter), 1, "A ended at 300, B (opened at 50) is open")
+        self.assertFalse(self.limiter.allow(alert(taskId=TASK_B)))
+        self.clock.advance(50)
+        self.assertEqual((len(self.limiter), self.clock.getDelayedCalls()), (0, []))
 
     def test_shorterWindowEndsOpenOnesSooner(self) -> None:
         """300 s -> 60 s: a window opened 100 s ago has ended; one opened 20 s ago has 40 s left."""

@@ -124,7 +124,7 @@ class ReloadTests(TestCase):
         errors = [x for x in daemon.output[mark:].splitlines() if KEEPING in x]
         self.assertEqual(len(errors), 3, daemon.output[mark:])
         self.assertIn("#error] Not reloading", errors[0])
-        self.assertIn("2 problem(s) in the configuration", errors[0])
+        self.assertIn("2 problems in the configuration", errors[0])
         self.assertIn(
             f"Butler.webhookNotification.{FAIL}.webhooks[0].httpMethod: must be GET, POST or PUT", errors[1]
         )

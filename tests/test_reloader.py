@@ -185,7 +185,7 @@ class ReloaderTests(SynchronousTestCase):
         self.assertIs(self.pipeline.config, running)
         errors = [line for line in self.lines() if KEEPING in line]
         self.assertEqual(len(errors), 3, errors)
-        self.assertIn("2 problem(s)", errors[0])
+        self.assertIn("2 problems", errors[0])
         self.assertIn(
             f"Butler.webhookNotification.{FAIL}.webhooks[0].httpMethod: must be GET, POST or PUT", errors[1]
         )
@@ -271,7 +271,7 @@ class ReloaderTests(SynchronousTestCase):
         self.assertNoResult(stopping)
         self.assertTrue(
             any(
-                "waiting up to 10 s for 1 attempts in flight" in line
+                "waiting up to 10 s for 1 attempt in flight" in line
                 for line in self.lines("butler_tw.service")
             )
         )

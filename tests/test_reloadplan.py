@@ -334,6 +334,15 @@ class WordsTests(SynchronousTestCase):
             "pending deliveries kept)",
         )
 
+    def test_summaryRemovedWithNothingPending(self) -> None:
+        """A removed webhook with nothing pending: said plainly, not '0 pending deliveries kept'."""
+        plan = plan_reload(cfg(doc([A, B])), cfg(doc([A])))
+        self.assertEqual(
+            summary("b.yaml", plan, Rebinding(removed={key(FAIL, 1): 0})),
+            "Reloaded b.yaml: 1 webhook removed (reloadTaskFailure.webhooks[1] 'Pager': no pending "
+            "deliveries), 1 unchanged",
+        )
+
     def test_summaryUnknownDeadLetters(self) -> None:
         """The outbox write failed (it is retried): no count, but what happens is said."""
         plan = plan_reload(cfg(doc([A])), cfg(doc([])))
