@@ -78,10 +78,13 @@ class Alert:
 
         Derived from (kind, taskId, executionId) so that a receiver can
         de-duplicate, and so that the same datagram received twice gets the
-        same id.
+        same id. Without an executionId, from every field: two failures of a
+        task (their timestamps differ) are then two alerts to a receiver too.
         """
-        key = f"{self.kind.value}\x00{self.taskId}\x00{self.executionId}"
-        return "msg_" + uuid.uuid5(_ID_NAMESPACE, key).hex
+        parts: tuple[str, ...] = (self.kind.value, self.taskId, self.executionId)
+        if not self.executionId.strip():
+            parts = tuple(value for _, value in self.fields())
+        return "msg_" + uuid.uuid5(_ID_NAMESPACE, "\x00".join(parts)).hex
 
     def fields(self) -> list[tuple[str, str]]:
         """The 11 payload fields as ``(name, value)`` pairs, in seed order."""

@@ -176,10 +176,13 @@ class IOutbox(Interface):
     def requeued() -> Deferred[list[Delivery]]:
         """Deliveries re-queued from outside (``butler-tw replay``) since the last call."""
 
-    def remember(table: str, kind: EventKind, key: str, expiresAt: float) -> None:
-        """Keep a de-duplication key or rate-limit window until ``expiresAt``."""
+    def remember(table: str, kind: EventKind, key: tuple[str, ...], expiresAt: float) -> None:
+        """Keep a de-duplication key or rate-limit window until ``expiresAt``.
 
-    def remembered(table: str, now: float) -> list[tuple[EventKind, str, float]]:
+        ``key`` is ``(taskId, executionId)`` in ``dedup``, ``(taskId,)`` in ``windows``.
+        """
+
+    def remembered(table: str, now: float) -> list[tuple[EventKind, tuple[str, ...], float]]:
         """The unexpired keys of ``table``. Synchronous: called once at start-up,
         before the intake starts, so no datagram can race the restore."""
 
@@ -258,10 +261,10 @@ class MemoryOutbox:
     def requeued(self) -> Deferred[list[Delivery]]:
         return succeed([])
 
-    def remember(self, table: str, kind: EventKind, key: str, expiresAt: float) -> None:
+    def remember(self, table: str, kind: EventKind, key: tuple[str, ...], expiresAt: float) -> None:
         pass
 
-    def remembered(self, table: str, now: float) -> list[tuple[EventKind, str, float]]:
+    def remembered(self, table: str, now: float) -> list[tuple[EventKind, tuple[str, ...], float]]:
         return []
 
     def prune(self) -> None:

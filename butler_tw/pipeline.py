@@ -59,14 +59,12 @@ class Pipeline:
         self.limiter = RateLimiter(
             reactor,
             rate_limits(config),
-            onChange=lambda kind, task, expiresAt: outbox.remember("windows", kind, task, expiresAt),
+            onChange=lambda kind, task, expiresAt: outbox.remember("windows", kind, (task,), expiresAt),
         )
         self.dedup = Deduplicator(
             reactor,
             config.dedupTtl,
-            onRemember=lambda kind, execution, expiresAt: outbox.remember(
-                "dedup", kind, execution, expiresAt
-            ),
+            onRemember=lambda kind, ids, expiresAt: outbox.remember("dedup", kind, ids, expiresAt),
         )
         self.notifier = Notifier(
             config,

@@ -89,7 +89,7 @@ class NotifierService(Service):
         if self._dedup is not None:
             self._dedup.restore(self._outbox.remembered("dedup", now))
         windows = self._outbox.remembered("windows", now)
-        self._limiter.restore(windows)
+        self._limiter.restore((kind, task, expiresAt) for kind, (task,), expiresAt in windows)
         if windows:
             log.info(
                 "Re-armed {windows} from before the restart",

@@ -41,7 +41,7 @@ from butler_tw.words import count
 log = Logger(namespace="butler_tw.outbox")
 
 DB_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,9 +64,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     requeued INTEGER NOT NULL DEFAULT 0   -- set by `butler-tw replay` for a running daemon
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, requeued);
-CREATE TABLE IF NOT EXISTS dedup (
-    kind TEXT NOT NULL, execution_id TEXT NOT NULL, expires_at REAL NOT NULL,
-    PRIMARY KEY (kind, execution_id)
+CREATE TABLE IF NOT EXISTS dedup_keys (
+    kind TEXT NOT NULL, task_id TEXT NOT NULL, execution_id TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (kind, task_id, execution_id)
 );
 CREATE TABLE IF NOT EXISTS webhooks (
     key TEXT PRIMARY KEY,          -- e.g. reloadTaskFailure.webhooks[0]
@@ -108,7 +108,7 @@ def connect(stateDir: str, create: bool = True) -> sqlite3.Connection:
         if ok != "ok":
             raise sqlite3.DatabaseError(ok)
         conn.executescript(SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        _upgrade(conn)
         conn.execute("BEGIN IMMEDIATE")  # proves the file is writable
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as e:
@@ -119,6 +119,30 @@ def connect(stateDir: str, create: bool = True) -> sqlite3.Connection:
             "ownership or permissions of the directory and file for the daemon's user."
         ) from None
     return conn
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an older version up to :data:`SCHEMA_VERSION`."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is not None and int(row[0]) < 2:
+        conn.execute("BEGIN IMMEDIATE")
+        # Version 1 keyed de-duplication by (kind, executionId): without the
+        # task those keys cannot be carried over (a new table holds the new ones).
+        conn.execute("DROP TABLE IF EXISTS dedup")
+        # An alert without an executionId now has an id of all its fields:
+        # re-key the stored ones, or their deliveries' updates would miss them.
+        stored = conn.execute(
+            "SELECT alert_id, kind, fields FROM alerts WHERE trim(json_extract(fields, '$.executionId')) = ''"
+        ).fetchall()
+        for old, kind, fields in stored:
+            new = alert_from_row(kind, fields).alertId
+            conn.execute("UPDATE alerts SET alert_id = ? WHERE alert_id = ?", (new, old))
+            conn.execute(
+                "UPDATE deliveries SET alert_id = ?, id = ? || '/' || webhook_key WHERE alert_id = ?",
+                (new, new, old),
+            )
+        conn.execute("COMMIT")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
 
 def alert_to_json(alert: Alert) -> str:
@@ -147,6 +171,9 @@ SELECT_DELIVERIES = (
     "SELECT a.kind, a.fields, d.webhook_key, d.accepted_at, d.attempts, d.due_at, d.state, d.last_outcome "
     "FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id "
 )
+
+#: remember()'s tables: the SQL table and its key columns.
+_KEYED = {"dedup": ("dedup_keys", ("task_id", "execution_id")), "windows": ("windows", ("task_id",))}
 
 _Op = Callable[[sqlite3.Connection], Any]
 _Queued = tuple[_Op, "Deferred[Any] | None", bool]  # (op, waiter, is a read)
@@ -452,27 +479,29 @@ class SqliteOutbox:
 
     # -- de-duplication keys and rate-limit windows, so restarts forget neither
 
-    def remember(self, table: str, kind: EventKind, key: str, expiresAt: float) -> None:
+    def remember(self, table: str, kind: EventKind, key: tuple[str, ...], expiresAt: float) -> None:
         """Store a de-duplication key (``dedup``) or rate-limit window (``windows``)."""
-        column = {"dedup": "execution_id", "windows": "task_id"}[table]
+        name, columns = _KEYED[table]
+        marks = ", ".join("?" * len(columns))
         self._submit(
             lambda conn: conn.execute(
-                f"INSERT OR REPLACE INTO {table} (kind, {column}, expires_at) VALUES (?, ?, ?)",  # noqa: S608
-                (kind.value, key, expiresAt),
+                f"INSERT OR REPLACE INTO {name} (kind, {', '.join(columns)}, expires_at)"  # noqa: S608
+                f" VALUES (?, {marks}, ?)",
+                (kind.value, *key, expiresAt),
             )
         )
 
-    def remembered(self, table: str, now: float) -> list[tuple[EventKind, str, float]]:
+    def remembered(self, table: str, now: float) -> list[tuple[EventKind, tuple[str, ...], float]]:
         """The unexpired keys of ``table``, for re-arming at start-up.
 
         Read synchronously, once, before the intake starts: the writer thread
         has nothing to do yet, and no datagram can race the restore.
         """
-        column = {"dedup": "execution_id", "windows": "task_id"}[table]
+        name, columns = _KEYED[table]
         assert self._conn is not None, "open() first"
-        sql = f"SELECT kind, {column}, expires_at FROM {table} WHERE expires_at > ?"  # noqa: S608
+        sql = f"SELECT kind, expires_at, {', '.join(columns)} FROM {name} WHERE expires_at > ?"  # noqa: S608
         rows = self._conn.execute(sql, (now,)).fetchall()
-        return [(EventKind(k), key, exp) for k, key, exp in rows]
+        return [(EventKind(k), tuple(key), exp) for k, exp, *key in rows]
 
     def prune(self) -> None:
         """Drop expired keys, old dead letters and alerts no delivery refers to."""
@@ -480,7 +509,7 @@ class SqliteOutbox:
         keptSince = now - self.deadLetterRetention
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM dedup WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM windows WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM deliveries WHERE state = 'dead' AND updated_at < ?", (keptSince,))
             conn.execute("DELETE FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM deliveries)")

@@ -1,4 +1,4 @@
-"""Deduplicator: (kind, executionId) remembered for a TTL, on a fake clock."""
+"""Deduplicator: (kind, taskId, executionId) remembered for a TTL, on a fake clock."""
 
 from __future__ import annotations
 
@@ -27,24 +27,38 @@ ALERT = Alert(
 class DeduplicatorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.remembered: list[tuple[EventKind, str, float]] = []
+        self.remembered: list[tuple[EventKind, tuple[str, str], float]] = []
         self.dedup = Deduplicator(self.clock, 600, lambda *a: self.remembered.append(a))
 
     def test_secondIsDuplicate(self) -> None:
         self.assertFalse(self.dedup.seen(ALERT))
         self.assertTrue(self.dedup.seen(ALERT))
-        self.assertEqual(self.remembered, [(EventKind.FAILED, ALERT.executionId, 600.0)])
+        self.assertEqual(self.remembered, [(EventKind.FAILED, (ALERT.taskId, ALERT.executionId), 600.0)])
 
-    def test_executionIdCaseInsensitive(self) -> None:
+    def test_idsCaseInsensitive(self) -> None:
         self.dedup.seen(ALERT)
-        self.assertTrue(self.dedup.seen(attrs.evolve(ALERT, executionId=ALERT.executionId.upper())))
+        upper = attrs.evolve(ALERT, taskId=ALERT.taskId.upper(), executionId=ALERT.executionId.upper())
+        self.assertTrue(self.dedup.seen(upper))
 
-    def test_otherKindOrExecutionIsNew(self) -> None:
+    def test_otherKindTaskOrExecutionIsNew(self) -> None:
         self.dedup.seen(ALERT)
         self.assertFalse(self.dedup.seen(attrs.evolve(ALERT, kind=EventKind.ABORTED)))
         self.assertFalse(
             self.dedup.seen(attrs.evolve(ALERT, executionId="00000000-0000-4000-8000-000000000000"))
         )
+        # The same executionId from another task is another run, not a copy.
+        self.assertFalse(self.dedup.seen(attrs.evolve(ALERT, taskId="7d3c2b1a-0000-4000-8000-000000000000")))
+        self.assertEqual(len(self.dedup), 4)
+
+    def test_emptyExecutionIdNeverDuplicate(self) -> None:
+        """Without an executionId nothing is remembered: neither another task nor the same one is dropped."""
+        bare = attrs.evolve(ALERT, executionId="")
+        other = attrs.evolve(bare, taskId="7d3c2b1a-0000-4000-8000-000000000000", taskName="other")
+        self.assertEqual(
+            [self.dedup.seen(a) for a in (bare, other, bare, attrs.evolve(bare, executionId="  "))],
+            [False, False, False, False],
+        )
+        self.assertEqual((len(self.dedup), self.remembered), (0, []))
 
     def test_expires(self) -> None:
         self.dedup.seen(ALERT)
@@ -70,7 +84,7 @@ class DeduplicatorTests(SynchronousTestCase):
     def test_restore(self) -> None:
         """Keys from before a restart keep their remaining time."""
         self.clock.advance(1000)
-        self.dedup.restore([(EventKind.FAILED, ALERT.executionId.upper(), 1100.0)])
+        self.dedup.restore([(EventKind.FAILED, (ALERT.taskId, ALERT.executionId.upper()), 1100.0)])
         self.assertTrue(self.dedup.seen(ALERT))
         self.clock.advance(100)
         self.assertFalse(self.dedup.seen(ALERT))

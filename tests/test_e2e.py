@@ -246,6 +246,35 @@ class EndToEndTests(TestCase):
         self.assertIn("Also not sent in the last 60 s: 3 rate limited (1 task(s))", exit.output)
 
     @inlineCallbacks
+    def test_dedupNeedsExecutionId(self) -> Any:
+        """Two tasks failing without an executionId: both delivered. One datagram twice, with one: once."""
+        receiver = listen_http(self)
+        daemon = Daemon(self, make_config(failure=[webhook(receiver.url("/hook"))]))
+        yield daemon.start()
+        tasks = ["5f0e8a2b-9c1d-4e3f-b7a6-0d2c4e6f8a1b", "7d3c2b1a-6e5f-4a3b-8c9d-0e1f2a3b4c5d"]
+        copied = datagram(
+            "failed", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "d2e4f6a8-0b1c-4d3e-9f5a-7b8c0d2e4f60"
+        )
+        # The copy first: once the last datagram is delivered, all four were handled.
+        daemon.send(copied, copied, *(datagram("failed", t, "", taskName=f"Reload {t[:4]}") for t in tasks))
+        yield within(receiver.waitForRequests(3), DEADLINE, "3 deliveries", daemon)
+        exit = yield daemon.stopCleanly()
+
+        bodies = [json.loads(r.body) for r in receiver.requests]
+        self.assertEqual(
+            sorted((b["taskId"], b["executionId"]) for b in bodies),
+            sorted(
+                [("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "d2e4f6a8-0b1c-4d3e-9f5a-7b8c0d2e4f60")]
+                + [(t, "") for t in tasks]
+            ),
+        )
+        self.assertEqual(len({r.header("webhook-id") for r in receiver.requests}), 3)
+        counts = counters(exit.output)
+        self.assertEqual(counts.get("alerts_accepted"), 3, exit.output)
+        self.assertEqual(counts.get("alerts_duplicate"), 1, exit.output)
+        self.assertIn("execution d2e4f6a8-0b1c-4d3e-9f5a-7b8c0d2e4f60 was already received", exit.output)
+
+    @inlineCallbacks
     def test_configErrors(self) -> Any:
         """Two mistakes: a quick non-zero exit naming both key paths, and no token printed."""
         url = f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/hook?token={TOKEN}"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import pwd
+import shutil
 import socket
+import subprocess
+import sys
 from typing import Any
 
 from twisted.internet import reactor
@@ -11,8 +17,15 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from butler_tw.config import ConfigError
-from butler_tw.intake import RECEIVE_BUFFER, LogAppenderProtocol
+from butler_tw.config import DEFAULT_RECEIVE_BUFFER, ConfigError
+from butler_tw.intake import (
+    RECEIVE_BUFFER,
+    SO_RCVBUFFORCE,
+    SYSCTL_FILE,
+    LogAppenderProtocol,
+    describe_receive_buffer,
+    set_receive_buffer,
+)
 from butler_tw.tap import MAX_PACKET_SIZE, resolve_listen_host
 
 
@@ -23,6 +36,18 @@ def has_ipv6() -> bool:
         return True
     except OSError:
         return False
+
+
+def has_net_admin() -> bool:
+    """Whether this process has CAP_NET_ADMIN (bit 12 of CapEff), which SO_RCVBUFFORCE needs."""
+    with open("/proc/self/status") as f:
+        capEff = next(line.split()[1] for line in f if line.startswith("CapEff:"))
+    return bool(int(capEff, 16) >> 12 & 1)
+
+
+def rmem_max() -> int:
+    with open("/proc/sys/net/core/rmem_max") as f:
+        return int(f.read())
 
 
 class IntakeTests(TestCase):
@@ -105,29 +130,153 @@ class IntakeTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_receiveBufferRaised(self) -> None:
-        """The socket asks for a large receive buffer (bursts wait in the kernel)."""
+        """The socket gets the receive buffer asked for: past net.core.rmem_max with
+        CAP_NET_ADMIN (as root), capped at it without."""
+        events = self.capture()
         port = reactor.listenUDP(0, LogAppenderProtocol(lambda d, s: None), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         size = port.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        # Without CAP_NET_ADMIN the kernel caps the request at net.core.rmem_max
-        # (and reports double what it grants, for its bookkeeping).
-        with open("/proc/sys/net/core/rmem_max") as f:
-            cap = int(f.read())
-        self.assertGreaterEqual(size, 2 * min(RECEIVE_BUFFER, cap))
+        # The kernel reports double what it grants, for its bookkeeping.
+        expected = RECEIVE_BUFFER if has_net_admin() else min(RECEIVE_BUFFER, rmem_max())
+        self.assertEqual(size, 2 * expected)
+        (line,) = [e for e in events if "UDP receive buffer" in formatEvent(e)]
+        self.assertEqual((line["granted"], line["forced"]), (expected, has_net_admin()))
 
     def test_smallGrantWarns(self) -> None:
-        """When the kernel grants less than asked, the log names the sysctl that fixes it."""
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        huge = 2**30  # more than any rmem_max grants
+        """When the kernel grants less than asked, the log says so (and, without force, names the sysctl)."""
+        events = self.capture()
+        huge = 2**30  # more than rmem_max, and than the kernel's ceiling even with force
         port = reactor.listenUDP(
             0, LogAppenderProtocol(lambda d, s: None, receiveBuffer=huge), interface="127.0.0.1"
         )
         self.addCleanup(port.stopListening)
         warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
         self.assertEqual(len(warnings), 1, warnings)
-        self.assertIn(f"sysctl -w net.core.rmem_max={huge}", warnings[0])
+        self.assertIn(f"of the {huge} bytes asked for", warnings[0])
+        if has_net_admin():
+            self.assertIn("even with SO_RCVBUFFORCE", warnings[0])
+        else:
+            self.assertIn(f"sysctl -w net.core.rmem_max={huge}", warnings[0])
+
+    def test_withoutCapabilitiesFallsBack(self) -> None:
+        """As an unprivileged user, with no capabilities (the systemd unit's case), on a real
+        socket: SO_RCVBUFFORCE is refused and SO_RCVBUF gets at most net.core.rmem_max."""
+        if not has_net_admin() or shutil.which("setpriv") is None:
+            raise self.skipTest("needs root (CAP_NET_ADMIN to drop) and setpriv")
+        script = (
+            "import socket; from butler_tw.intake import set_receive_buffer\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"print(*set_receive_buffer(s, {RECEIVE_BUFFER}))\n"
+        )
+        nobody = pwd.getpwnam("nobody")
+        out = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                sys.executable,
+                "-c",
+                script,
+            ],
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
+        self.assertEqual(out, [str(min(RECEIVE_BUFFER, rmem_max())), "False"])
+
+    def capture(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
+
+class FakeSocket:
+    """setsockopt/getsockopt as Linux does them for the receive buffer."""
+
+    def __init__(self, rmem_max: int, mayForce: bool) -> None:
+        self.rmem_max = rmem_max
+        self.mayForce = mayForce
+        self.rcvbuf = 212992 * 2
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        assert level == socket.SOL_SOCKET
+        if option == SO_RCVBUFFORCE:
+            if not self.mayForce:
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+            self.rcvbuf = 2 * min(value, 2**31 // 2 - 1)
+        elif option == socket.SO_RCVBUF:
+            self.rcvbuf = 2 * min(value, self.rmem_max)
+        else:
+            raise AssertionError(option)
+
+    def getsockopt(self, level: int, option: int) -> int:
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return self.rcvbuf
+
+
+class ReceiveBufferTests(SynchronousTestCase):
+    """set_receive_buffer against a fake kernel; describe_receive_buffer, the line an operator reads."""
+
+    def setUp(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise self.skipTest("SO_RCVBUFFORCE is Linux's")
+
+    def test_forced(self) -> None:
+        sock = FakeSocket(rmem_max=212992, mayForce=True)
+        self.assertEqual(set_receive_buffer(sock, RECEIVE_BUFFER), (RECEIVE_BUFFER, True))
+
+    def test_notPermittedFallsBack(self) -> None:
+        sock = FakeSocket(rmem_max=212992, mayForce=False)
+        self.assertEqual(set_receive_buffer(sock, RECEIVE_BUFFER), (212992, False))
+        sock = FakeSocket(rmem_max=RECEIVE_BUFFER, mayForce=False)
+        self.assertEqual(set_receive_buffer(sock, RECEIVE_BUFFER), (RECEIVE_BUFFER, False))
+
+    def test_asAsked(self) -> None:
+        for forced in (True, False):
+            level, text, fields = describe_receive_buffer(RECEIVE_BUFFER, RECEIVE_BUFFER, forced)
+            line = formatEvent({"log_format": text, **fields})
+            self.assertEqual(level, LogLevel.info)
+            self.assertEqual(
+                line,
+                f"UDP receive buffer: 8388608 bytes, as asked ({'SO_RCVBUFFORCE' if forced else 'SO_RCVBUF'})",
+            )
+            self.assertNotIn("sysctl", fields)
+
+    def test_cappedByRmemMax(self) -> None:
+        level, text, fields = describe_receive_buffer(RECEIVE_BUFFER, 212992, forced=False)
+        line = formatEvent({"log_format": text, **fields})
+        self.assertEqual(level, LogLevel.warn)
+        self.assertIn("the kernel granted 212992 of the 8388608 bytes asked for", line)
+        self.assertIn("`sysctl -w net.core.rmem_max=8388608`", line)
+        self.assertIn("see contrib/sysctl.d/60-butler-tw.conf", line)
+        self.assertEqual(
+            (fields["granted"], fields["requested"], fields["forced"]), (212992, RECEIVE_BUFFER, False)
+        )
+        self.assertEqual(fields["sysctl"], "sysctl -w net.core.rmem_max=8388608")
+
+    def test_shippedSysctlFileIsEnough(self) -> None:
+        """The file named in the warning sets rmem_max to at least the default request."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, SYSCTL_FILE)) as f:
+            settings = dict(
+                (k.strip(), v.strip())
+                for k, _, v in (line.partition("=") for line in f)
+                if k.strip() and not k.strip().startswith("#")
+            )
+        self.assertGreaterEqual(int(settings["net.core.rmem_max"]), DEFAULT_RECEIVE_BUFFER)
+
+    def test_shortEvenForced(self) -> None:
+        level, text, fields = describe_receive_buffer(2**30, 2**30 - 1, forced=True)
+        line = formatEvent({"log_format": text, **fields})
+        self.assertEqual(level, LogLevel.warn)
+        self.assertIn("even with SO_RCVBUFFORCE", line)
+        self.assertNotIn("sysctl", line)
 
 
 class ResolveTests(SynchronousTestCase):

@@ -26,7 +26,7 @@ class FakeDispatcher:
         self.submitted.append(delivery)
 
 
-def config(**udp: Any):  # type: ignore[no-untyped-def]
+def config(rateLimit: float = 300, **udp: Any):  # type: ignore[no-untyped-def]
     return parse_config(
         {
             "Butler": {
@@ -39,7 +39,7 @@ def config(**udp: Any):  # type: ignore[no-untyped-def]
                 "webhookNotification": {
                     "enable": True,
                     "reloadTaskFailure": {
-                        "rateLimit": 300,
+                        "rateLimit": rateLimit,
                         "webhooks": [{"webhookURL": "http://h/a", "httpMethod": "POST"}],
                     },
                 },
@@ -52,11 +52,11 @@ class NotifierTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.make()
 
-    def make(self, **udp: Any) -> None:
+    def make(self, rateLimit: float = 300, **udp: Any) -> None:
         self.clock = Clock()
         self.stats = Stats()
         self.dispatcher = FakeDispatcher()
-        cfg = config(**udp)
+        cfg = config(rateLimit, **udp)
         limiter = RateLimiter(self.clock, {k: r.rateLimit for k, r in cfg.routes.items()})
         self.notifier = Notifier(
             cfg,
@@ -80,6 +80,48 @@ class NotifierTests(SynchronousTestCase):
         self.notifier.datagram(first)
         self.assertEqual(len(self.dispatcher.submitted), 1)
         self.assertEqual(self.stats.get("alerts_duplicate"), 1)
+
+    def test_noExecutionIdNeverDuplicate(self) -> None:
+        """Two tasks failing without an executionId are two alerts; with one, a copy is dropped."""
+        self.make(rateLimit=0)  # de-duplication alone
+        first = sample_datagrams()[0]
+        bare = first.replace(b"14a81bf5-f81c-4047-b1a1-193b0920de28", b"")
+        other = bare.replace(b"dec2a02a-1680-44ef-8dc2-e2bfb180af87", b"7d3c2b1a-0000-4000-8000-000000000000")
+        for data in (bare, other, first, first):
+            self.notifier.datagram(data)
+        self.assertEqual(
+            [(d.alert.taskId, d.alert.executionId) for d in self.dispatcher.submitted],
+            [
+                ("dec2a02a-1680-44ef-8dc2-e2bfb180af87", ""),
+                ("7d3c2b1a-0000-4000-8000-000000000000", ""),
+                ("dec2a02a-1680-44ef-8dc2-e2bfb180af87", "14a81bf5-f81c-4047-b1a1-193b0920de28"),
+            ],
+        )
+        self.assertEqual(self.stats.get("alerts_duplicate"), 1)
+
+    def test_sameTaskWithoutExecutionIdIsTheRateLimitsCall(self) -> None:
+        """One task failing twice without an executionId: the rate limit, not de-duplication,
+        holds the second back; after the window it is a new alert, with its own id."""
+        bare = sample_datagrams()[0].replace(b"14a81bf5-f81c-4047-b1a1-193b0920de28", b"")
+        self.notifier.datagram(bare)
+        self.notifier.datagram(bare)
+        self.assertEqual((self.stats.get("alerts_rate_limited"), self.stats.get("alerts_duplicate")), (1, 0))
+        self.clock.advance(300)
+        later = bare.replace(b"09:24:59,099", b"09:29:59,512")
+        self.notifier.datagram(later)
+        first, second = self.dispatcher.submitted
+        self.assertEqual(second.alert.logTimeStamp, "2021-02-16 09:29:59,512")
+        self.assertNotEqual(first.id, second.id)
+        self.assertEqual(self.stats.get("alerts_duplicate"), 0)
+
+    def test_sameTaskWithoutExecutionIdNoRateLimit(self) -> None:
+        """With rateLimit 0 nothing holds back a task's repeated failures without an executionId."""
+        self.make(rateLimit=0)
+        bare = sample_datagrams()[0].replace(b"14a81bf5-f81c-4047-b1a1-193b0920de28", b"")
+        self.notifier.datagram(bare)
+        self.notifier.datagram(bare.replace(b"09:24:59,099", b"09:25:00,001"))
+        self.assertEqual(len(self.dispatcher.submitted), 2)
+        self.assertEqual(len({d.id for d in self.dispatcher.submitted}), 2)
 
     def test_sameTaskRateLimited(self) -> None:
         first = sample_datagrams()[0]

@@ -227,6 +227,14 @@ class HeaderTests(SynchronousTestCase):
         ]
         self.assertEqual(len({v.alertId for v in variants}), 4)
 
+    def test_webhookIdWithoutExecutionId(self) -> None:
+        """No executionId: the id comes from every field, so two failures of a task differ
+        (a receiver de-duplicating on webhook-id must not drop the second); a copy does not."""
+        bare = attrs.evolve(seed_alert(), executionId="")
+        later = attrs.evolve(bare, logTimeStamp="2021-02-16 09:31:02,412")
+        self.assertEqual(bare.alertId, attrs.evolve(seed_alert(), executionId="").alertId)
+        self.assertEqual(len({bare.alertId, later.alertId, seed_alert().alertId}), 3)
+
     def test_webhookIdNotAmbiguous(self) -> None:
         """Field boundaries count: ("ab", "c") and ("a", "bc") differ."""
         alert = seed_alert()

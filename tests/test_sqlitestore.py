@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 
 import attrs
 from twisted.internet import reactor
@@ -11,7 +12,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from butler_tw.alert import EventKind
+from butler_tw.alert import _ID_NAMESPACE, EventKind
 from butler_tw.outbox import (
     REMOVED,
     IOutbox,
@@ -22,7 +23,7 @@ from butler_tw.outbox import (
     match_webhooks,
     removed_key,
 )
-from butler_tw.sqlitestore import DB_NAME, SCHEMA, SqliteOutbox, StoreError, connect
+from butler_tw.sqlitestore import DB_NAME, SCHEMA, SqliteOutbox, StoreError, alert_to_json, connect
 from tests.test_dedup import ALERT
 
 
@@ -189,7 +190,7 @@ class SqliteOutboxTests(TestCase):
     @inlineCallbacks
     def test_oneDatagramOneTransaction(self):  # type: ignore[no-untyped-def]
         """A rate-limit window and its alert are committed together, never the window alone."""
-        self.outbox.remember("windows", EventKind.FAILED, ALERT.taskId, 2000.0)
+        self.outbox.remember("windows", EventKind.FAILED, (ALERT.taskId,), 2000.0)
         yield self.outbox.add(ALERT, ["a"], 1000.0)
         self.assertEqual(self.outbox.commits, 1)
 
@@ -204,22 +205,68 @@ class SqliteOutboxTests(TestCase):
     @inlineCallbacks
     def test_rememberAndPrune(self):  # type: ignore[no-untyped-def]
         now = reactor.seconds()
-        self.outbox.remember("dedup", EventKind.FAILED, "x", now + 60)
-        self.outbox.remember("dedup", EventKind.FAILED, "old", now - 1)
-        self.outbox.remember("windows", EventKind.ABORTED, "task", now + 30)
+        self.outbox.remember("dedup", EventKind.FAILED, ("task", "x"), now + 60)
+        self.outbox.remember("dedup", EventKind.FAILED, ("other", "x"), now + 50)
+        self.outbox.remember("dedup", EventKind.FAILED, ("task", "old"), now - 1)
+        self.outbox.remember("windows", EventKind.ABORTED, ("task",), now + 30)
         yield self.outbox.flushed()
         dedup = self.outbox.remembered("dedup", now)
         windows = self.outbox.remembered("windows", now)
-        self.assertEqual(dedup, [(EventKind.FAILED, "x", now + 60)])
-        self.assertEqual(windows, [(EventKind.ABORTED, "task", now + 30)])
+        self.assertEqual(
+            sorted(dedup),
+            [(EventKind.FAILED, ("other", "x"), now + 50), (EventKind.FAILED, ("task", "x"), now + 60)],
+        )
+        self.assertEqual(windows, [(EventKind.ABORTED, ("task",), now + 30)])
         (d,) = yield self.outbox.add(ALERT, ["a"], now)
         self.outbox.record(attrs.evolve(d, state=State.DELIVERED))
         self.outbox.prune()
         yield self.outbox.flushed()
         conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
-        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("dedup", "alerts")]
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("dedup_keys", "alerts")]
         conn.close()
-        self.assertEqual(counts, [1, 0])
+        self.assertEqual(counts, [2, 0])
+
+    @inlineCallbacks
+    def test_upgradeFromVersion1(self):  # type: ignore[no-untyped-def]
+        """A version-1 file: the old dedup table goes, and an alert without an executionId,
+        stored under its old id, is re-keyed so that its delivery's updates land."""
+        yield self.outbox.close()
+        os.remove(os.path.join(self.stateDir, DB_NAME))
+        bare = attrs.evolve(ALERT, executionId="")
+        oldId = "msg_" + uuid.uuid5(_ID_NAMESPACE, f"{bare.kind.value}\x00{bare.taskId}\x00").hex
+        self.assertNotEqual(oldId, bare.alertId)
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        conn.executescript(SCHEMA)
+        conn.executescript(
+            "CREATE TABLE dedup (kind TEXT NOT NULL, execution_id TEXT NOT NULL, expires_at REAL NOT NULL,"
+            " PRIMARY KEY (kind, execution_id));"
+            "INSERT INTO meta VALUES ('schema', '1');"
+        )
+        for a, alertId in ((bare, oldId), (ALERT, ALERT.alertId)):
+            conn.execute(
+                "INSERT INTO alerts VALUES (?, ?, ?, 1000)", (alertId, a.kind.value, alert_to_json(a))
+            )
+            conn.execute(
+                "INSERT INTO deliveries VALUES (?, ?, 'a', 1000, 0, 1000, 'pending', '', 1000, 0)",
+                (f"{alertId}/a", alertId),
+            )
+        conn.commit()
+        conn.close()
+
+        outbox = self.open()
+        pending = yield outbox.pending()
+        self.assertEqual(sorted(d.id for d in pending), sorted([f"{bare.alertId}/a", f"{ALERT.alertId}/a"]))
+        for d in pending:
+            outbox.record(attrs.evolve(d, state=State.DELIVERED))
+        yield outbox.flushed()
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        left = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+        conn.close()
+        self.assertEqual((left, version), (0, "2"))
+        self.assertNotIn("dedup", tables)
+        self.assertIn("dedup_keys", tables)
 
     @inlineCallbacks
     def test_writeErrorKeepsDeliveringAndRetries(self):  # type: ignore[no-untyped-def]
