@@ -9,9 +9,11 @@ admin would. ``emit`` sends to a real UDP socket.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -319,6 +321,110 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertEqual((status, out), (EX_CONFIG, ""))
         self.assertIn("/nonexistent/butler.yaml: 1 problem(s)", err)
         self.assertIn("cannot read the file", err)
+
+
+
+class ConfigOptionTests(TestCase):
+    """Every command that reads the config takes ``-c F`` and ``--config F``, and defaults to the same file."""
+
+    #: Each command that reads the config, with the arguments it needs besides.
+    COMMANDS = (
+        ("check-config",),
+        ("deliveries",),
+        ("replay", "--all-dead"),
+        ("emit",),
+        ("send-test",),
+    )
+
+    def setUp(self) -> None:
+        doc = make_config()
+        doc["Butler"]["udpServerConfig"] = {"enable": True, "serverHost": "127.0.0.1", "portTaskFailure": "x"}
+        self.broken = write_config(self, doc)
+
+    @inlineCallbacks
+    def run_any(self, *argv: str) -> Any:
+        if argv[0] == "send-test":
+            result = yield run_command(*argv)
+            return result
+        return run_main(*argv)
+
+    @inlineCallbacks
+    def assertReads(self, path: str, *argv: str) -> Any:
+        """``argv`` read ``path``: its config error, with the key path, and exit status 78."""
+        status, out, err = yield self.run_any(*argv)
+        self.assertEqual((status, out), (EX_CONFIG, ""), (argv, err))
+        self.assertIn(f"butler-tw: {path}: 1 problem(s)", err, argv)
+        self.assertIn("Butler.udpServerConfig.portTaskFailure", err, argv)
+
+    @inlineCallbacks
+    def test_shortAndLong(self) -> Any:
+        for command, *rest in self.COMMANDS:
+            for flag in ("-c", "--config"):
+                yield self.assertReads(self.broken, command, flag, self.broken, *rest)
+
+    @inlineCallbacks
+    def test_oneDefault(self) -> Any:
+        self.assertEqual(cli.DEFAULT_CONFIG, "/etc/butler-tw/butler.yaml")
+        self.patch(cli, "DEFAULT_CONFIG", self.broken)
+        for argv in self.COMMANDS:
+            yield self.assertReads(self.broken, *argv)
+
+    def test_daemonTheSame(self) -> None:
+        """``twistd butler-webhook`` takes -c/--config too, with the same default."""
+        from butler_tw.startup import DEFAULT_CONFIG
+        from butler_tw.tap import Options
+
+        self.assertEqual(Options()["config"], DEFAULT_CONFIG)
+        for flag in ("-c", "--config"):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            e = self.assertRaises(SystemExit, Options().parseOptions, [flag, self.broken])
+            self.assertEqual(e.code, EX_CONFIG)
+            self.assertIn(f"butler-webhook: {self.broken}: 1 problem(s)", stderr.getvalue())
+
+    def test_emitToTheConfiguredPort(self) -> None:
+        """``emit -c F`` without HOST:PORT sends where F's daemon listens (loopback for 0.0.0.0)."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        doc = make_config()
+        doc["Butler"]["udpServerConfig"] = {
+            "enable": True,
+            "serverHost": "0.0.0.0",  # noqa: S104
+            "portTaskFailure": s.getsockname()[1],
+        }
+        status, out, err = run_main("emit", "-c", write_config(self, doc))
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(f"to 127.0.0.1:{s.getsockname()[1]}", out)
+        self.assertIsInstance(parse(s.recv(65535)), Parsed)
+
+    def test_suggestedCommandsParse(self) -> None:
+        """Every command line a message of the package quotes (`` `butler-tw X ARGS` `` or in
+        parentheses) parses as printed; a bare `` `butler-tw replay` `` names a command, not a line."""
+        found: list[str] = []
+        package = os.path.join(HERE, "butler_tw")
+        for name in sorted(os.listdir(package)):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(package, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            docstrings = {
+                id(node.value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            }
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                    found += re.findall(r"(?<![`\w])[`(]butler-tw ([^`)]+)[`)]", node.value)
+        self.assertIn("deliveries --state dead", found)
+        self.assertIn("replay {alertId}", found)  # an alert id re-queues all of that alert's deliveries
+        for line in found:
+            argv = re.sub(r"\{\w+\}", "0123abcd", line).split()
+            if len(argv) == 1:
+                continue
+            args = cli.build_parser().parse_args(argv)
+            self.assertEqual(getattr(args, "config", cli.DEFAULT_CONFIG), cli.DEFAULT_CONFIG, line)
 
 
 # --------------------------------------------------------------------------
