@@ -1,11 +1,16 @@
 """``butler-tw``: the admin command line.
 
-    butler-tw deliveries --config F [--state pending|dead] [--limit N]
-    butler-tw replay --config F (ID ... | --all-dead) [--to NAME]
-    butler-tw check-config F
-    butler-tw send-test F [--event failed|aborted] [--webhook NAME]
-    butler-tw emit HOST:PORT [--event failed|aborted] [--task-id ID] [--count N]
+    butler-tw deliveries [-c F] [--state pending|dead] [--limit N]
+    butler-tw replay [-c F] (ID ... | --all-dead) [--to NAME]
+    butler-tw check-config [-c F] [--reload]
+    butler-tw send-test [-c F] [--event failed|aborted] [--webhook NAME]
+    butler-tw emit [HOST:PORT | -c F] [--event failed|aborted] [--task-id ID] [--count N]
     butler-tw receive [--port P] [--host H] [--tls] [--cert-dir D] [--status CODE]
+
+Every command that reads the config takes it as ``-c/--config F``, by
+default :data:`~butler_tw.startup.DEFAULT_CONFIG` (``check-config F`` and
+``send-test F`` still work too). A config problem exits
+:data:`~butler_tw.startup.EX_CONFIG` (78), as the daemon does.
 
 ``deliveries`` and ``replay`` open the daemon's SQLite outbox directly (WAL
 lets them read and write while the daemon runs). A replayed delivery starts
@@ -13,8 +18,8 @@ its retry schedule afresh when the daemon takes it up: a running one within
 a few seconds, a stopped one at its start. ``replay`` re-queues only what the
 daemon will send (see :mod:`butler_tw.replay`) and says why not for the rest.
 
-``check-config`` validates a config file as the daemon does at start-up and
-summarises it. ``send-test``, ``emit`` and ``receive`` (in
+``check-config`` runs the daemon's start-up checks
+(:func:`butler_tw.startup.check`) and summarises the file. ``send-test``, ``emit`` and ``receive`` (in
 :mod:`butler_tw.tryout`) try webhooks and the daemon out. Nothing prints a
 webhook URL whole: only :func:`~butler_tw.redact.redact_url` of it.
 """
@@ -39,7 +44,7 @@ from butler_tw.outbox import Delivery, describe_key
 from butler_tw.replay import plan_replay
 from butler_tw.sources import SourceFilter
 from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows, replay_dead
-from butler_tw.tap import allowed_sources, resolve_listen_host
+from butler_tw.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport
 from butler_tw.words import count
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
@@ -55,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("deliveries", help="list pending or dead deliveries")
-    show.add_argument("--config", "-c", required=True, help="the daemon's config file")
+    _config_option(show)
     show.add_argument("--state", choices=("pending", "dead"), help="only this state (default: both)")
     show.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
 
@@ -67,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "not re-queued: one line says why. Exit 0, 1 if some were not re-queued, 2 on a config, outbox "
         "or --to problem.",
     )
-    replay.add_argument("--config", "-c", required=True, help="the daemon's config file")
+    _config_option(replay)
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", default=[], help="delivery ids, or alert ids (all of that alert's)")
     which.add_argument("--all-dead", action="store_true", help="every dead delivery")
@@ -80,18 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check-config",
-        help="validate a config file as the daemon does, and summarise it",
-        description="Validate a config file exactly as the daemon does at start-up (the outbox is not "
-        "touched) and print what it configures. Exit 0, or 2 with every problem on stderr.",
+        help="run the daemon's start-up checks on a config file, and summarise it",
+        description="Run exactly the checks the daemon runs at start-up (the file and its CA files, "
+        "serverHost and allowedSources resolve, the UDP port and http.listen can be bound, stateDir "
+        "can be written; nothing is changed) and print what the file configures. Exit 0, or "
+        f"{EX_CONFIG} with every problem on stderr, as the daemon would print it.",
     )
     _config_argument(check)
+    check.add_argument(
+        "--reload",
+        action="store_true",
+        help="check as for a SIGHUP reload of the running daemon: not the ports or stateDir, which it "
+        "holds (changing them needs a restart)",
+    )
 
     test = sub.add_parser(
         "send-test",
         help="send a test alert to the configured webhooks now",
         description="Send a clearly marked synthetic alert now to every webhook of one kind (or only the "
         "named one), bypassing rate limits and the outbox, and print the result of each call. "
-        "Exit 0 if every webhook answered 2xx, 1 otherwise.",
+        f"Exit 0 if every webhook answered 2xx, 1 otherwise ({EX_CONFIG} for a config problem, 2 if no "
+        "webhook matched).",
     )
     _config_argument(test)
     test.add_argument(
@@ -109,11 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         "emit",
         help="send sample Qlik scheduler datagrams to a daemon",
         description="Send sample Qlik Sense scheduler datagrams (as its UDP log appender does), each "
-        "with a fresh executionId.",
+        "with a fresh executionId, to HOST:PORT or else to where the config's daemon listens.",
     )
     emit.add_argument(
-        "target", metavar="HOST:PORT", help="where the daemon listens, e.g. 127.0.0.1:9998 or [::1]:9998"
+        "target",
+        nargs="?",
+        metavar="HOST:PORT",
+        help="where the daemon listens, e.g. 127.0.0.1:9998 or [::1]:9998 (default: serverHost and "
+        "portTaskFailure of the config)",
     )
+    _config_option(emit)
     emit.add_argument("--event", choices=tuple(_EVENTS), default="failed", help="failed (default) or aborted")
     emit.add_argument("--task-id", default=tryout.SAMPLE_TASK_ID, help="the taskId (a GUID) of the datagrams")
     emit.add_argument("--count", type=int, default=1, help="how many datagrams (default 1)")
@@ -142,16 +161,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_option(parser: argparse.ArgumentParser, dest: str = "config") -> None:
+    """``-c/--config F``, the same for every command (and the daemon)."""
+    parser.add_argument(
+        "--config",
+        "-c",
+        dest=dest,
+        metavar="F",
+        default=DEFAULT_CONFIG if dest == "config" else None,
+        help=f"the daemon's config file (default {DEFAULT_CONFIG})",
+    )
+
+
 def _config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", metavar="F", help="the daemon's config file")
-    parser.add_argument("--config", "-c", dest="configOption", metavar="F", help="the same, as an option")
+    """``-c/--config F``, or ``F`` alone (as earlier versions took it)."""
+    parser.add_argument("config", nargs="?", metavar="F", help="the same as -c F")
+    _config_option(parser, dest="configOption")
 
 
 def _config_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    path: str | None = args.config or args.configOption
-    if not path:
-        parser.error(f"{args.command} needs the config file")
-    return str(path)
+    if args.config and args.configOption and args.config != args.configOption:
+        parser.error(f"{args.command}: two config files given ({args.config} and {args.configOption})")
+    return str(args.config or args.configOption or DEFAULT_CONFIG)
+
+
+def _config_problem(e: ConfigError, err: TextIO) -> int:
+    err.write(f"butler-tw: {e}\n")
+    return EX_CONFIG
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO | None = None) -> int:
@@ -163,13 +199,22 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     if args.command in _REACTOR_COMMANDS:
         return _react(lambda reactor: run_on_reactor(args, reactor, out, err), args.command, err)
     if args.command == "check-config":
-        return check_config(args.config, out, err)
+        return check_config(args.config, out, err, reload=args.reload)
     if args.command == "emit":
-        return tryout.emit(args.target, _EVENTS[args.event], args.task_id, args.count, out, err)
+        target = args.target
+        if target is None:
+            try:
+                target = emit_target(load_config(args.config))
+            except ConfigError as e:
+                return _config_problem(e, err)
+        return tryout.emit(target, _EVENTS[args.event], args.task_id, args.count, out, err)
     try:
         config = load_config(args.config)
+    except ConfigError as e:
+        return _config_problem(e, err)
+    try:
         conn = connect(config.stateDir, create=False)
-    except (ConfigError, StoreError) as e:
+    except StoreError as e:
         print(f"butler-tw: {e}", file=err)
         return 2
     if args.command == "deliveries":
@@ -200,8 +245,7 @@ def run_on_reactor(args: argparse.Namespace, reactor: Any, out: TextIO, err: Tex
     try:
         config = load_config(args.config)
     except ConfigError as e:
-        err.write(f"butler-tw: {e}\n")
-        return succeed(2)
+        return succeed(_config_problem(e, err))
     kind = _EVENTS[args.event] if args.event else None
     return tryout.send_test(reactor, config, kind, args.webhook, out, err)
 
@@ -233,17 +277,25 @@ def _react(run: Callable[[Any], Deferred[int]], command: str, err: TextIO) -> in
 # check-config
 
 
-def check_config(path: str, out: TextIO, err: TextIO) -> int:
-    """Validate ``path`` as the daemon's start-up does (not the outbox) and print a summary."""
+def check_config(path: str, out: TextIO, err: TextIO, reload: bool = False) -> int:
+    """Run the daemon's start-up checks on ``path`` and print a summary, or every problem.
+
+    :param reload: leave out what a reload does not change (ports, stateDir).
+    """
     try:
-        config = load_config(path)
-        address = resolve_listen_host(config.udpHost)
-        sources = allowed_sources(config)
-    except ConfigError as e:
-        err.write(f"butler-tw: {ConfigError(path, e.problems)}\n")
-        return 2
-    out.write(describe_config(path, config, address, sources))
+        checked = check(path, listen=not reload, stateDir=not reload)
+    except StartupError as e:
+        for problem in e.problems:
+            err.write(f"butler-tw: {problem}\n")
+        return EX_CONFIG
+    out.write(describe_config(path, checked.config, checked.udpAddress, checked.sources, checked=not reload))
     return 0
+
+
+def emit_target(config: Config) -> str:
+    """Where ``emit`` sends without HOST:PORT: the config's UDP address (loopback for a wildcard)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.udpHost, config.udpHost)  # noqa: S104
+    return hostport(host, config.udpPort)
 
 
 def _duration(seconds: float) -> str:
@@ -254,12 +306,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _udp_line(config: Config, address: str) -> str:
-    line = _hostport(config.udpHost, config.udpPort)
+    line = hostport(config.udpHost, config.udpPort)
     if address != config.udpHost:
         line += f" (resolves to {address})"
     if address == "0.0.0.0":  # noqa: S104 - describing, not binding
@@ -306,17 +354,28 @@ def _sources_line(config: Config, sources: SourceFilter | None) -> str:
     return "only " + ", ".join(entries) + "; names resolved again every 5 min"
 
 
-def describe_config(path: str, config: Config, address: str, sources: SourceFilter | None = None) -> str:
-    """The summary ``check-config`` prints. Holds no URL query, user info or header value."""
+def describe_config(
+    path: str, config: Config, address: str, sources: SourceFilter | None = None, checked: bool = True
+) -> str:
+    """The summary ``check-config`` prints. Holds no URL query, user info or header value.
+
+    :param checked: whether the ports and ``stateDir`` were checked (not for ``--reload``).
+    """
     stateDir = config.stateDir
-    where = "" if os.path.isabs(stateDir) else ", relative to the daemon's working directory"
+    where = "" if os.path.isabs(stateDir) else ", relative to the working directory"
+    if not checked:
+        stateState = "not checked: --reload"
+    elif os.path.isdir(stateDir):
+        stateState = "writable"
+    else:
+        stateState = "created at start"
     dedup = (
         f"a repeated datagram (same kind and executionId) within {_duration(config.dedupTtl)} is dropped"
         if config.dedupTtl > 0
         else "off"
     )
     lines = [
-        f"{path}: valid",
+        f"{path}: valid" + ("" if checked else " for a reload (ports and stateDir not checked)"),
         "",
         f"UDP             {_udp_line(config, address)}",
         f"sources         {_sources_line(config, sources)}",
@@ -329,7 +388,7 @@ def describe_config(path: str, config: Config, address: str, sources: SourceFilt
         f"datagrams       up to {config.maxMessageSize} bytes; larger ones are dropped",
         f"memory bound    {config.maxBufferedAlerts} alerts waiting for the outbox; then new ones are shed",
         f"de-duplication  {dedup}",
-        f"stateDir        {stateDir} (outbox {db_path(stateDir)}{where}; not checked here)",
+        f"stateDir        {stateDir} (outbox {db_path(stateDir)}{where}; {stateState})",
         f"dead letters    kept {_duration(config.deadLetterRetention)}",
         f"shutdown        calls in flight get {_duration(config.shutdownGrace)} on SIGTERM",
         f"webhook calls   {'enabled' if config.notificationsEnabled else 'DISABLED'}",

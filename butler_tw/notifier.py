@@ -269,7 +269,7 @@ class Notifier:
             self._limiter.release(a)
             log.error(
                 "{event}: task {taskName!r} ({taskId}) reached NONE of its {n} webhook(s); "
-                "see `butler-tw deliveries --state dead` and `butler-tw replay`. "
+                "see `butler-tw deliveries --state dead`; `butler-tw replay {alertId}` re-queues them. "
                 "Its rate-limit window is released: the task's next alert goes out",
                 event=a.event,
                 taskName=a.taskName,

@@ -112,12 +112,7 @@ def connect(stateDir: str, create: bool = True) -> sqlite3.Connection:
         conn.execute("BEGIN IMMEDIATE")  # proves the file is writable
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as e:
-        raise StoreError(
-            f"the outbox database {path} cannot be used ({e}). If it is corrupt, stop the daemon, "
-            f"move the file (and any {DB_NAME}-wal / -shm beside it) aside and start again: "
-            "the deliveries pending in it are then not resumed. If it is not writable, fix the "
-            "ownership or permissions of the directory and file for the daemon's user."
-        ) from None
+        raise StoreError(unusable_database(path, str(e))) from None
     return conn
 
 
@@ -143,6 +138,16 @@ def _upgrade(conn: sqlite3.Connection) -> None:
             )
         conn.execute("COMMIT")
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+
+def unusable_database(path: str, reason: str) -> str:
+    """What to do about an outbox database that cannot be used (also said by ``check-config``)."""
+    return (
+        f"the outbox database {path} cannot be used ({reason}). If it is corrupt, stop the daemon, "
+        f"move the file (and any {DB_NAME}-wal / -shm beside it) aside and start again: "
+        "the deliveries pending in it are then not resumed. If it is not writable, fix the "
+        "ownership or permissions of the directory and file for the daemon's user."
+    )
 
 
 def alert_to_json(alert: Alert) -> str:

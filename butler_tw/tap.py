@@ -1,25 +1,25 @@
-"""``twistd butler-webhook``: options, start-up validation, and the service tree.
+"""``twistd butler-webhook``: options, start-up checks, and the service tree.
 
-The config file is read and validated in ``Options.postOptions``, before
-twistd daemonises, so that every problem is printed on the terminal and the
-exit status is non-zero.
+The start-up checks (:func:`butler_tw.startup.check`, the same as
+``butler-tw check-config``'s) run in ``Options.postOptions``, before twistd
+daemonises, so that every problem is printed on the terminal, one line each,
+and the exit status is :data:`~butler_tw.startup.EX_CONFIG`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
 from twisted.application import internet, service
-from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
 from butler_tw import __version__
-from butler_tw.config import Config, ConfigError, load_config
+from butler_tw.config import Config
 from butler_tw.health import WebhookState, report
 from butler_tw.intake import LogAppenderProtocol
 from butler_tw.logsetup import configure as configure_logging
@@ -27,8 +27,9 @@ from butler_tw.metrics import ButlerCollector, registry_for, webhook_labels
 from butler_tw.outbox import IOutbox, MemoryOutbox
 from butler_tw.pipeline import Pipeline
 from butler_tw.reloader import Reloader
-from butler_tw.sources import RESOLVE_EVERY, SourceFilter, unusable
+from butler_tw.sources import RESOLVE_EVERY, SourceFilter
 from butler_tw.sqlitestore import SqliteOutbox, StoreError, connect, db_path
+from butler_tw.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport, listen_problem
 from butler_tw.stats import Stats
 from butler_tw.web import HttpService, make_site
 
@@ -39,10 +40,19 @@ MAX_PACKET_SIZE = 65535
 
 
 class Options(usage.Options):
-    synopsis = "--config /etc/butler-tw/butler.yaml"
-    longdesc = "Receive Qlik Sense reload failure and abort datagrams and deliver them to webhooks."
+    synopsis = f"[--config {DEFAULT_CONFIG}]"
+    longdesc = (
+        "Receive Qlik Sense reload failure and abort datagrams and deliver them to webhooks. "
+        "Runs the checks of `butler-tw check-config` first: a problem is printed and the exit "
+        f"status is {EX_CONFIG}."
+    )
     optParameters = [
-        ["config", "c", None, "Butler config file (YAML) to read: the same production.yaml Butler uses."],
+        [
+            "config",
+            "c",
+            DEFAULT_CONFIG,
+            "Butler config file (YAML) to read: the same production.yaml Butler uses.",
+        ],
     ]
     optFlags = [
         [
@@ -57,19 +67,22 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if not self["config"]:
-            raise usage.UsageError("--config is required (the Butler production.yaml to read)")
+            raise usage.UsageError("--config needs the Butler production.yaml to read")
         try:
-            config = load_config(self["config"])
-            self.listenAddress = resolve_listen_host(config.udpHost)
+            checked = check(self["config"], stateDir=not self["in-memory-outbox"])
             if not self["in-memory-outbox"]:
-                connect(config.stateDir).close()  # a corrupt or unwritable outbox stops us here
-            self.sources = allowed_sources(config)
-        except (ConfigError, StoreError) as e:
+                connect(checked.config.stateDir).close()  # what the checks cannot foresee stops us here
+        except (StartupError, StoreError) as e:
             # twistd prints the whole usage text for a UsageError; an admin
-            # wants just the problems, on stderr, and a non-zero exit.
-            sys.stderr.write(f"butler-webhook: {e}\n")
-            raise SystemExit(2) from None
-        self.config = config
+            # wants just the problems, on stderr, one line each, and EX_CONFIG.
+            problems = e.problems if isinstance(e, StartupError) else (str(e),)
+            for problem in problems:
+                sys.stderr.write(f"butler-webhook: {problem}\n")
+            raise SystemExit(EX_CONFIG) from None
+        config = self.config = checked.config
+        self.listenAddress = checked.udpAddress
+        self.sources = checked.sources
+        self.unresolved = checked.unresolved
         if self.parent is not None:  # under twistd
             configure_logging(self.parent, config.logFormat, config.logLevel)
             # SIGHUP means "reload", never "die": ignored until the reloader takes it
@@ -77,40 +90,21 @@ class Options(usage.Options):
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def resolve_listen_host(host: str) -> str:
-    """The address to bind for ``serverHost``: IP literals as they are, names resolved."""
-    if isIPAddress(host) or isIPv6Address(host):
-        return host
-    try:
-        info = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as e:
-        raise ConfigError(
-            "config", [f"Butler.udpServerConfig.serverHost: cannot resolve {host!r}: {e.strerror}"]
-        ) from None
-    return str(info[0][4][0])
+class UDPServer(internet.UDPServer):
+    """``internet.UDPServer`` whose failure to bind is one line and :data:`EX_CONFIG`, not a traceback.
 
-
-def allowed_sources(config: Config) -> SourceFilter | None:
-    """The allow-list with its host names resolved, or None when validation is off.
-
-    Fails closed: validation on with no address usable (every name failed to
-    resolve) is a start-up error, where Butler would quietly accept everyone.
+    The start-up checks have bound the port already; this is for a port
+    taken in between.
     """
-    if not config.sourceValidation:
-        return None
-    sources = SourceFilter.from_entries(config.allowedSources)
-    failed = sources.resolve_now()
-    if not sources.usable():
-        raise ConfigError("config", [unusable(failed)])
-    for name, why in sorted(failed.items()):
-        log.warn(
-            "Allowed source {name} does not resolve ({why}): datagrams from it are refused until it does "
-            "(tried again every {every:g} s)",
-            name=name,
-            why=why,
-            every=RESOLVE_EVERY,
-        )
-    return sources
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            log.critical(
+                "{problem}. Stopping", problem=listen_problem("UDP", e.interface, e.port, e.socketError)
+            )
+            raise SystemExit(EX_CONFIG) from None
 
 
 def makeService(options: Options) -> service.IService:
@@ -127,11 +121,19 @@ def makeService(options: Options) -> service.IService:
         outbox = SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
         log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
     pipeline = Pipeline(reactor, config, outbox, stats, getattr(options, "sources", None))
+    for name, why in sorted(getattr(options, "unresolved", {}).items()):
+        log.warn(
+            "Allowed source {name} does not resolve ({why}): datagrams from it are refused until it does "
+            "(tried again every {every:g} s)",
+            name=name,
+            why=why,
+            every=RESOLVE_EVERY,
+        )
 
     top = service.MultiService()
     pipeline.service.setServiceParent(top)
     intake = LogAppenderProtocol(pipeline.notifier.datagram, receiveBuffer=config.receiveBuffer)
-    udp = internet.UDPServer(  # type: ignore[no-untyped-call]
+    udp = UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
         intake,
         interface=options.listenAddress,
@@ -140,9 +142,7 @@ def makeService(options: Options) -> service.IService:
     udp.setServiceParent(top)
     if config.httpListen:
         http_service(reactor, config.httpListen, pipeline, outbox, stats, intake).setServiceParent(top)
-    listening = f"{options.listenAddress}:{config.udpPort}"
-    if ":" in options.listenAddress:
-        listening = f"[{options.listenAddress}]:{config.udpPort}"
+    listening = hostport(options.listenAddress, config.udpPort)
     Reloader(reactor, os.path.abspath(options["config"]), pipeline, listening).setServiceParent(top)
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         log.info,

@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from butler_tw.health import iso
 from butler_tw.outbox import Delivery, IOutbox, State, shown_key
+from butler_tw.startup import EX_CONFIG, listen_problem
 
 log = Logger(namespace="butler_tw.web")
 
@@ -184,13 +185,21 @@ class HttpService(StreamServerEndpointService):
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            # A clear line and exit status 2, not a traceback: like a config error.
-            log.critical(
-                "Cannot serve butlerWebhook.http.listen {listen!r}: {error}. Stopping",
-                listen=self.description,
-                error=str(e.socketError),
+            # One line and EX_CONFIG, not a traceback: as the start-up checks
+            # say it (they tried the port; this is for one taken in between,
+            # or an endpoint kind they do not try).
+            interface = e.interface
+            if isinstance(e.port, int) and not interface:
+                interface = "0.0.0.0"  # noqa: S104 - describing, not binding
+            problem = listen_problem(
+                "HTTP",
+                interface,
+                e.port,
+                e.socketError,
+                f" (butlerWebhook.http.listen {self.description!r})",
             )
-            raise SystemExit(2) from None
+            log.critical("{problem}. Stopping", problem=problem)
+            raise SystemExit(EX_CONFIG) from None
         self._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
 
     def _listening(self, port: Any) -> Any:

@@ -9,9 +9,11 @@ admin would. ``emit`` sends to a real UDP socket.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -28,15 +30,16 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from butler_tw import tryout
+from butler_tw import cli, tryout
 from butler_tw.alert import EventKind
 from butler_tw.cli import main, main_on_reactor
 from butler_tw.config import TlsSettings, TrustMode
 from butler_tw.http import Outcome
 from butler_tw.payload import build_request
 from butler_tw.redact import redact_url
+from butler_tw.startup import EX_CONFIG
 from butler_tw.wireformat import Parsed, parse
-from tests.daemon import make_config, webhook
+from tests.daemon import free_udp_port, make_config, webhook
 from tests.receivers import (
     closed_port,
     listen_http,
@@ -54,10 +57,12 @@ SECRETS = ("QUERYSECRET", "PASSWORDSECRET", "alice", "PATHSECRET")
 
 
 def write_config(testCase: TestCase | SynchronousTestCase, doc: dict[str, Any]) -> str:
-    """``doc`` (a :func:`make_config` document) with a UDP section, as a YAML file."""
-    doc["Butler"].setdefault(
-        "udpServerConfig", {"enable": True, "serverHost": "127.0.0.1", "portTaskFailure": 9998}
-    )
+    """``doc`` (a :func:`make_config` document) with a UDP section, as a YAML file.
+
+    The UDP port is one free now (check-config tries to bind it), unless ``doc`` has one.
+    """
+    udp = doc["Butler"].setdefault("udpServerConfig", {"enable": True, "serverHost": "127.0.0.1"})
+    udp.setdefault("portTaskFailure", free_udp_port())
     path = testCase.mktemp() + ".yaml"
     with open(path, "w") as f:
         yaml.safe_dump(doc, f)
@@ -122,6 +127,7 @@ class CheckConfigTests(SynchronousTestCase):
         )
         doc["Butler"]["webhookNotification"]["reloadTaskAborted"]["rateLimit"] = 0
         self.config = write_config(self, doc)
+        self.udpPort = doc["Butler"]["udpServerConfig"]["portTaskFailure"]
 
     def test_summary(self) -> None:
         """Every webhook is listed with its redacted URL, method, TLS mode, timeout and retries."""
@@ -134,7 +140,7 @@ class CheckConfigTests(SynchronousTestCase):
             self.assertNotIn(secret, out)
         lines = out.splitlines()
         self.assertEqual(lines[0], f"{self.config}: valid")
-        self.assertIn("UDP             127.0.0.1:9998", lines)
+        self.assertIn(f"UDP             127.0.0.1:{self.udpPort}", lines)
         self.assertIn("sources         any address (enableSourceValidation is off)", lines)
         self.assertIn("per source      no limit (rateLimit.enable is false)", lines)
         self.assertIn("datagrams       up to 65507 bytes; larger ones are dropped", lines)
@@ -161,11 +167,12 @@ class CheckConfigTests(SynchronousTestCase):
             "    attempts at 0 s, 5 s, 30 s, 2 min, 10 min, 30 min after the alert; given up after 1 h", lines
         )
         self.assertIn("ignored sections: Butler.logLevel", lines)
-        self.assertIn(self.stateDir, out)
+        outbox = f"{self.stateDir}/outbox.sqlite3"
+        self.assertIn(f"stateDir        {self.stateDir} (outbox {outbox}; created at start)", lines)
         self.assertNotIn("WARNING", out)
 
     def test_stateDirNotCreated(self) -> None:
-        """Unlike the daemon, check-config does not open (or create) the outbox."""
+        """check-config checks that the daemon could create the state directory, but does not."""
         status, _, _ = run_main("check-config", self.config)
         self.assertEqual(status, 0)
         self.assertFalse(os.path.exists(self.stateDir))
@@ -176,11 +183,38 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertEqual(status, 0)
         self.assertIn("Teams channel", out)
 
-    def test_noFile(self) -> None:
+    def test_defaultFile(self) -> None:
+        """Without a file, the documented default, /etc/butler-tw/butler.yaml, is read."""
+        self.assertEqual(cli.DEFAULT_CONFIG, "/etc/butler-tw/butler.yaml")
+        self.patch(cli, "DEFAULT_CONFIG", self.config)
+        status, out, err = run_main("check-config")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out.splitlines()[0], f"{self.config}: valid")
+
+    def test_twoFiles(self) -> None:
         usage = io.StringIO()
         self.patch(sys, "stderr", usage)
-        self.assertRaises(SystemExit, run_main, "check-config")
-        self.assertIn("check-config needs the config file", usage.getvalue())
+        self.assertRaises(SystemExit, run_main, "check-config", self.config, "-c", "/other.yaml")
+        self.assertIn("two config files given", usage.getvalue())
+
+    def test_reload(self) -> None:
+        """--reload leaves out what the running daemon holds: its UDP port, say."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        held.bind(("127.0.0.1", self.udpPort))
+        self.addCleanup(held.close)
+        status, out, err = run_main("check-config", "-c", self.config)
+        self.assertEqual((status, out), (EX_CONFIG, ""))
+        self.assertEqual(
+            err,
+            f"butler-tw: cannot listen on UDP 127.0.0.1:{self.udpPort}: the port is in use "
+            "(is Butler still running?)\n",
+        )
+        status, out, err = run_main("check-config", "-c", self.config, "--reload")
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], f"{self.config}: valid for a reload (ports and stateDir not checked)")
+        outbox = f"{self.stateDir}/outbox.sqlite3"
+        self.assertIn(f"stateDir        {self.stateDir} (outbox {outbox}; not checked: --reload)", lines)
 
     def test_warnings(self) -> None:
         """Notifications off and an unverified certificate are called out."""
@@ -195,12 +229,13 @@ class CheckConfigTests(SynchronousTestCase):
             ],
             enable=False,
         )
-        doc["Butler"]["udpServerConfig"] = {"enable": True, "serverHost": "::", "portTaskFailure": 9998}
+        port = free_udp_port()
+        doc["Butler"]["udpServerConfig"] = {"enable": True, "serverHost": "::", "portTaskFailure": port}
         doc["Butler"]["udpServerConfig"]["deduplication"] = {"enable": False}
-        status, out, _ = run_main("check-config", write_config(self, doc))
-        self.assertEqual(status, 0)
+        status, out, err = run_main("check-config", write_config(self, doc))
+        self.assertEqual(status, 0, err)
         lines = out.splitlines()
-        self.assertIn("UDP             [::]:9998 (every IPv4 and IPv6 address)", lines)
+        self.assertIn(f"UDP             [::]:{port} (every IPv4 and IPv6 address)", lines)
         self.assertIn("de-duplication  off", lines)
         self.assertIn("webhook calls   DISABLED", lines)
         self.assertIn("    TLS NO verification (cert.rejectUnauthorized: false)", lines)
@@ -222,7 +257,7 @@ class CheckConfigTests(SynchronousTestCase):
         doc["Butler"]["udpServerConfig"] = {
             "enable": True,
             "serverHost": "127.0.0.1",
-            "portTaskFailure": 9998,
+            "portTaskFailure": free_udp_port(),
             "enableSourceValidation": True,
             "allowedSources": ["10.0.0.0/8", "192.168.1.100", "localhost", "gone.invalid"],
             "rateLimit": {"enable": True, "maxMessagesPerMinute": 120},
@@ -240,21 +275,21 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertIn("memory bound    5000 alerts waiting for the outbox; then new ones are shed", lines)
 
     def test_allowListFailsClosed(self) -> None:
-        """As the daemon: validation on and nothing usable is an error, exit 2."""
+        """As the daemon: validation on and nothing usable is an error, exit 78."""
         doc = make_config()
         doc["Butler"]["udpServerConfig"] = {
             "enable": True,
             "serverHost": "127.0.0.1",
-            "portTaskFailure": 9998,
+            "portTaskFailure": free_udp_port(),
             "enableSourceValidation": True,
             "allowedSources": ["gone.invalid"],
         }
         status, out, err = run_main("check-config", write_config(self, doc))
-        self.assertEqual((status, out), (2, ""))
-        self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", err)
+        self.assertEqual((status, out), (EX_CONFIG, ""))
+        self.assertIn("butler-tw: Butler.udpServerConfig.allowedSources: no entry is usable", err)
 
     def test_problems(self) -> None:
-        """Every problem on stderr, with its key path, and exit status 2; nothing on stdout."""
+        """Every problem on stderr, with its key path, and exit status 78; nothing on stdout."""
         doc = make_config(
             failure=[
                 webhook("http://127.0.0.1/x?token=QUERYSECRET", "DELETE"),
@@ -267,7 +302,7 @@ class CheckConfigTests(SynchronousTestCase):
             butlerWebhook={"stateDir": self.stateDir},
         )
         status, out, err = run_main("check-config", write_config(self, doc))
-        self.assertEqual((status, out), (2, ""))
+        self.assertEqual((status, out), (EX_CONFIG, ""))
         self.assertIn("2 problems in the configuration", err)
         self.assertIn(
             "  - Butler.webhookNotification.reloadTaskFailure.webhooks[0].httpMethod: "
@@ -284,9 +319,113 @@ class CheckConfigTests(SynchronousTestCase):
 
     def test_unreadable(self) -> None:
         status, out, err = run_main("check-config", "/nonexistent/butler.yaml")
-        self.assertEqual((status, out), (2, ""))
+        self.assertEqual((status, out), (EX_CONFIG, ""))
         self.assertIn("/nonexistent/butler.yaml: 1 problem", err)
         self.assertIn("cannot read the file", err)
+
+
+
+class ConfigOptionTests(TestCase):
+    """Every command that reads the config takes ``-c F`` and ``--config F``, and defaults to the same file."""
+
+    #: Each command that reads the config, with the arguments it needs besides.
+    COMMANDS = (
+        ("check-config",),
+        ("deliveries",),
+        ("replay", "--all-dead"),
+        ("emit",),
+        ("send-test",),
+    )
+
+    def setUp(self) -> None:
+        doc = make_config()
+        doc["Butler"]["udpServerConfig"] = {"enable": True, "serverHost": "127.0.0.1", "portTaskFailure": "x"}
+        self.broken = write_config(self, doc)
+
+    @inlineCallbacks
+    def run_any(self, *argv: str) -> Any:
+        if argv[0] == "send-test":
+            result = yield run_command(*argv)
+            return result
+        return run_main(*argv)
+
+    @inlineCallbacks
+    def assertReads(self, path: str, *argv: str) -> Any:
+        """``argv`` read ``path``: its config error, with the key path, and exit status 78."""
+        status, out, err = yield self.run_any(*argv)
+        self.assertEqual((status, out), (EX_CONFIG, ""), (argv, err))
+        self.assertIn(f"butler-tw: {path}: 1 problem", err, argv)
+        self.assertIn("Butler.udpServerConfig.portTaskFailure", err, argv)
+
+    @inlineCallbacks
+    def test_shortAndLong(self) -> Any:
+        for command, *rest in self.COMMANDS:
+            for flag in ("-c", "--config"):
+                yield self.assertReads(self.broken, command, flag, self.broken, *rest)
+
+    @inlineCallbacks
+    def test_oneDefault(self) -> Any:
+        self.assertEqual(cli.DEFAULT_CONFIG, "/etc/butler-tw/butler.yaml")
+        self.patch(cli, "DEFAULT_CONFIG", self.broken)
+        for argv in self.COMMANDS:
+            yield self.assertReads(self.broken, *argv)
+
+    def test_daemonTheSame(self) -> None:
+        """``twistd butler-webhook`` takes -c/--config too, with the same default."""
+        from butler_tw.startup import DEFAULT_CONFIG
+        from butler_tw.tap import Options
+
+        self.assertEqual(Options()["config"], DEFAULT_CONFIG)
+        for flag in ("-c", "--config"):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            e = self.assertRaises(SystemExit, Options().parseOptions, [flag, self.broken])
+            self.assertEqual(e.code, EX_CONFIG)
+            self.assertIn(f"butler-webhook: {self.broken}: 1 problem", stderr.getvalue())
+
+    def test_emitToTheConfiguredPort(self) -> None:
+        """``emit -c F`` without HOST:PORT sends where F's daemon listens (loopback for 0.0.0.0)."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        doc = make_config()
+        doc["Butler"]["udpServerConfig"] = {
+            "enable": True,
+            "serverHost": "0.0.0.0",  # noqa: S104
+            "portTaskFailure": s.getsockname()[1],
+        }
+        status, out, err = run_main("emit", "-c", write_config(self, doc))
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(f"to 127.0.0.1:{s.getsockname()[1]}", out)
+        self.assertIsInstance(parse(s.recv(65535)), Parsed)
+
+    def test_suggestedCommandsParse(self) -> None:
+        """Every command line a message of the package quotes (`` `butler-tw X ARGS` `` or in
+        parentheses) parses as printed; a bare `` `butler-tw replay` `` names a command, not a line."""
+        found: list[str] = []
+        package = os.path.join(HERE, "butler_tw")
+        for name in sorted(os.listdir(package)):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(package, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            docstrings = {
+                id(node.value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            }
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                    found += re.findall(r"(?<![`\w])[`(]butler-tw ([^`)]+)[`)]", node.value)
+        self.assertIn("deliveries --state dead", found)
+        self.assertIn("replay {alertId}", found)  # an alert id re-queues all of that alert's deliveries
+        for line in found:
+            argv = re.sub(r"\{\w+\}", "0123abcd", line).split()
+            if len(argv) == 1:
+                continue
+            args = cli.build_parser().parse_args(argv)
+            self.assertEqual(getattr(args, "config", cli.DEFAULT_CONFIG), cli.DEFAULT_CONFIG, line)
 
 
 # --------------------------------------------------------------------------
@@ -481,7 +620,7 @@ class SendTestTests(TestCase):
     def test_invalidConfig(self) -> Any:
         config = self.config([webhook("http://127.0.0.1/x", "DELETE")])
         status, out, err = yield run_command("send-test", config)
-        self.assertEqual((status, out), (2, ""))
+        self.assertEqual((status, out), (EX_CONFIG, ""))
         self.assertIn("httpMethod: must be GET, POST or PUT", err)
 
     @inlineCallbacks

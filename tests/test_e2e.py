@@ -15,15 +15,21 @@ import json
 import os
 import re
 import signal
+import socket
+import sys
 from typing import Any
 from urllib.parse import urlencode
 
 import trustme
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from butler_tw.startup import EX_CONFIG
 from tests.daemon import (
     LISTENING,
+    READY,
+    REPO,
     STOPPED,
     Daemon,
     Exit,
@@ -296,7 +302,8 @@ class EndToEndTests(TestCase):
         )
         exit: Exit = yield daemon.run(DEADLINE)
         self.assertIsNone(exit.signal, exit.output)
-        self.assertNotEqual(exit.exitCode, 0, exit.output)
+        self.assertEqual(exit.exitCode, EX_CONFIG, exit.output)
+        self.assertNotIn("Traceback", exit.output)
         self.assertLess(exit.seconds, 15, "slow to refuse a bad config")
         failure = "Butler.webhookNotification.reloadTaskFailure"
         self.assertIn(f"{failure}.webhooks[1].httpMethod", exit.stderr)
@@ -318,7 +325,7 @@ class EndToEndTests(TestCase):
         daemon = Daemon(self, config)
         exit: Exit = yield daemon.run(DEADLINE)
         self.assertIsNone(exit.signal, exit.output)
-        self.assertNotEqual(exit.exitCode, 0, exit.output)
+        self.assertEqual(exit.exitCode, EX_CONFIG, exit.output)
         self.assertIn("Butler.udpServerConfig.enable", exit.stderr)
         self.assertIn("UDP", exit.stderr)
         self.assertNotIn(LISTENING, exit.output)
@@ -358,7 +365,7 @@ class EndToEndTests(TestCase):
             "allowedSources": ["no-such-host.invalid"],
         }
         exit: Exit = yield Daemon(self, config).run(DEADLINE)
-        self.assertEqual(exit.exitCode, 2, exit.output)
+        self.assertEqual(exit.exitCode, EX_CONFIG, exit.output)
         self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", exit.stderr)
         self.assertNotIn(LISTENING, exit.output)
 
@@ -465,3 +472,86 @@ class EndToEndTests(TestCase):
         self.assertEqual(counts.get("datagrams_received"), 10)
         self.assertEqual(counts.get("alerts_not_sent_disabled"), 7)
         self.assertNotIn("deliveries_created", counts)
+
+
+class StartupCheckTests(TestCase):
+    """What stops the daemon at start is one line on stderr and exit status 78, and
+    ``butler-tw check-config`` on the same file says the same and exits 78 too."""
+
+    timeout = 60
+
+    def check_config(self, daemon: Daemon) -> Any:
+        """Fires with (status, stdout, stderr) of ``butler-tw check-config -c`` the daemon's file."""
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        args = ["-m", "butler_tw.cli", "check-config", "-c", daemon.configPath]
+        d = getProcessOutputAndValue(sys.executable, args, env=env, path=daemon.directory)
+        return d.addCallback(lambda r: (r[2], r[0].decode(), r[1].decode()))
+
+    @inlineCallbacks
+    def assertRefused(self, daemon: Daemon, problem: str) -> Any:
+        exit: Exit = yield daemon.run(DEADLINE)
+        self.assertEqual((exit.signal, exit.exitCode), (None, EX_CONFIG), exit.output)
+        self.assertEqual(exit.stderr, f"butler-webhook: {problem}\n")
+        self.assertNotIn("Traceback", exit.output)
+        self.assertNotIn(LISTENING, exit.output)
+        status, out, err = yield self.check_config(daemon)
+        self.assertEqual((status, out, err), (EX_CONFIG, "", f"butler-tw: {problem}\n"))
+
+    @inlineCallbacks
+    def test_udpPortHeld(self) -> Any:
+        """The common case: Butler (here, any socket) still has the port."""
+        daemon = Daemon(self, make_config())
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        held.bind(("127.0.0.1", daemon.udpPort))
+        self.addCleanup(held.close)
+        yield self.assertRefused(
+            daemon,
+            f"cannot listen on UDP 127.0.0.1:{daemon.udpPort}: the port is in use (is Butler still running?)",
+        )
+
+    @inlineCallbacks
+    def test_addressNotOnThisHost(self) -> Any:
+        """192.0.2.1 (TEST-NET-1) is never a local address; it is only bound, never sent to."""
+        config = make_config()
+        config["Butler"]["udpServerConfig"] = {"serverHost": "192.0.2.1"}
+        daemon = Daemon(self, config)
+        yield self.assertRefused(
+            daemon, f"cannot listen on UDP 192.0.2.1:{daemon.udpPort}: that address is not on this host"
+        )
+
+    @inlineCallbacks
+    def test_stateDirCannotBeCreated(self) -> Any:
+        daemon = Daemon(self, make_config())
+        with open(os.path.join(daemon.directory, "afile"), "w"):
+            pass
+        stateDir = os.path.join(daemon.directory, "afile", "state")
+        daemon.rewrite(make_config(butlerWebhook={"stateDir": stateDir}))
+        yield self.assertRefused(
+            daemon,
+            f"butlerWebhook.stateDir: cannot create the state directory {stateDir}: "
+            f"{daemon.directory}/afile is not a directory",
+        )
+
+    @inlineCallbacks
+    def test_configErrorKeyPath(self) -> Any:
+        """A config error: 78, its key path on stderr, the same text from check-config."""
+        config = make_config(failure=[webhook("http://127.0.0.1:1/x", "DELETE")])
+        daemon = Daemon(self, config)
+        exit: Exit = yield daemon.run(DEADLINE)
+        self.assertEqual(exit.exitCode, EX_CONFIG, exit.output)
+        self.assertIn("Butler.webhookNotification.reloadTaskFailure.webhooks[0].httpMethod", exit.stderr)
+        self.assertNotIn("Traceback", exit.output)
+        status, out, err = yield self.check_config(daemon)
+        self.assertEqual((status, out), (EX_CONFIG, ""))
+        self.assertEqual(err.replace("butler-tw: ", "", 1), exit.stderr.replace("butler-webhook: ", "", 1))
+
+    @inlineCallbacks
+    def test_validStarts(self) -> Any:
+        """check-config says valid (and leaves the port free), and the daemon starts on the same file."""
+        daemon = Daemon(self, make_config())
+        status, out, err = yield self.check_config(daemon)
+        self.assertEqual((status, err), (0, ""), out)
+        self.assertEqual(out.splitlines()[0], f"{daemon.configPath}: valid")
+        output = yield daemon.start()
+        self.assertIn(READY, output)
+        yield daemon.stopCleanly()

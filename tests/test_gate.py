@@ -15,15 +15,15 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.alert import Alert
-from butler_tw.config import ConfigError, parse_config
+from butler_tw.config import parse_config
 from butler_tw.gate import Gate
 from butler_tw.notifier import Notifier
 from butler_tw.outbox import Delivery, MemoryOutbox
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.sourcelimit import OTHERS, SourceRateLimit
 from butler_tw.sources import SourceFilter, parse_entry, source_address
+from butler_tw.startup import StartupError, allowed_sources
 from butler_tw.stats import Stats
-from butler_tw.tap import allowed_sources
 from tests.daemon import sample_datagrams
 from tests.test_notifier import FakeDispatcher, config
 
@@ -112,18 +112,21 @@ class SourceFilterTests(SynchronousTestCase):
 class FailClosedTests(SynchronousTestCase):
     def test_noUsableEntryRefusesToStart(self) -> None:
         cfg = config(enableSourceValidation=True, allowedSources=["no-such-host.invalid"])
-        e = self.assertRaises(ConfigError, allowed_sources, cfg)
+        e = self.assertRaises(StartupError, allowed_sources, cfg)
         (problem,) = e.problems
         self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", problem)
         self.assertIn("no-such-host.invalid", problem)
 
     def test_offMeansNoFilter(self) -> None:
-        self.assertIsNone(allowed_sources(config(allowedSources=["10.0.0.1"])))
+        self.assertEqual(allowed_sources(config(allowedSources=["10.0.0.1"])), (None, {}))
 
     def test_localhostResolves(self) -> None:
-        f = allowed_sources(config(enableSourceValidation=True, allowedSources=["localhost"]))
+        f, unresolved = allowed_sources(
+            config(enableSourceValidation=True, allowedSources=["localhost", "gone.invalid"])
+        )
         assert f is not None
         self.assertTrue(f.allows("127.0.0.1"))
+        self.assertEqual(list(unresolved), ["gone.invalid"])
 
 
 class SourceRateLimitTests(SynchronousTestCase):

@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from butler_tw.config import DEFAULT_RECEIVE_BUFFER, ConfigError
+from butler_tw.config import DEFAULT_RECEIVE_BUFFER
 from butler_tw.intake import (
     RECEIVE_BUFFER,
     SO_RCVBUFFORCE,
@@ -26,7 +26,8 @@ from butler_tw.intake import (
     describe_receive_buffer,
     set_receive_buffer,
 )
-from butler_tw.tap import MAX_PACKET_SIZE, resolve_listen_host
+from butler_tw.startup import StartupError, resolve_listen_host
+from butler_tw.tap import MAX_PACKET_SIZE
 
 
 def has_ipv6() -> bool:
@@ -288,5 +289,5 @@ class ResolveTests(SynchronousTestCase):
         self.assertIn(resolve_listen_host("localhost"), ("127.0.0.1", "::1"))
 
     def test_unresolvable(self) -> None:
-        e = self.assertRaises(ConfigError, resolve_listen_host, "no-such-host.invalid")
+        e = self.assertRaises(StartupError, resolve_listen_host, "no-such-host.invalid")
         self.assertIn("Butler.udpServerConfig.serverHost: cannot resolve 'no-such-host.invalid'", str(e))

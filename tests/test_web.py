@@ -16,6 +16,7 @@ from twisted.web.client import HTTPConnectionPool
 from butler_tw.health import RECENT, STALE_PENDING, WebhookHealth, WebhookState, report
 from butler_tw.http import Outcome
 from butler_tw.metrics import ButlerCollector, registry_for, webhook_labels
+from butler_tw.startup import EX_CONFIG
 from butler_tw.stats import Histogram, Stats
 from tests.daemon import Daemon, make_config, sample_datagrams, webhook, within
 from tests.receivers import closed_port, listen_http, make_webhook
@@ -255,9 +256,11 @@ class HttpEndpointTests(TestCase):
         busy = listen_http(self)
         config = make_config(butlerWebhook={"http": {"listen": f"tcp:{busy.port}:interface=127.0.0.1"}})
         exit = yield Daemon(self, config).run(DEADLINE)
-        self.assertEqual(exit.exitCode, 2, exit.output)
-        self.assertIn(
-            f"Cannot serve butlerWebhook.http.listen 'tcp:{busy.port}:interface=127.0.0.1'", exit.output
+        self.assertEqual(exit.exitCode, EX_CONFIG, exit.output)
+        self.assertEqual(
+            exit.stderr,
+            f"butler-webhook: cannot listen on HTTP 127.0.0.1:{busy.port} "
+            f"(butlerWebhook.http.listen 'tcp:{busy.port}:interface=127.0.0.1'): the port is in use\n",
         )
         self.assertNotIn("Traceback", exit.output)
 
