@@ -26,7 +26,7 @@ test: install
 
 lint: $(BIN)/.deps
 	$(BIN)/ruff check butler_tw tests twisted bench
-	$(BIN)/ruff format --check butler_tw twisted
+	$(BIN)/ruff format --check butler_tw twisted tests bench
 
 typecheck: $(BIN)/.deps
 	$(BIN)/mypy butler_tw

@@ -324,7 +324,6 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertIn("cannot read the file", err)
 
 
-
 class ConfigOptionTests(TestCase):
     """Every command that reads the config takes ``-c F`` and ``--config F``, and defaults to the same file."""
 
@@ -416,7 +415,11 @@ class ConfigOptionTests(TestCase):
                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
             }
             for node in ast.walk(tree):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and id(node) not in docstrings
+                ):
                     found += re.findall(r"(?<![`\w])[`(]butler-tw ([^`)]+)[`)]", node.value)
         self.assertIn("deliveries --state dead", found)
         self.assertIn("replay {alertId}", found)  # an alert id re-queues all of that alert's deliveries
@@ -513,7 +516,9 @@ class SendTestTests(TestCase):
         status, out, _ = yield run_command("send-test", config)
         self.assertEqual(status, 1)
         self.assertIn("TLS: certificate verification failed (untrusted or expired)", out)
-        self.assertRegex(out, r"\nSelf-signed +POST +https://127\.0\.0\.1:\d+/\*\*\* +platform: FAILED +TLS: ")
+        self.assertRegex(
+            out, r"\nSelf-signed +POST +https://127\.0\.0\.1:\d+/\*\*\* +platform: FAILED +TLS: "
+        )
         self.assertEqual(receiver.requests, [])
         self.assertNotIn("QUERYSECRET", out)
 
@@ -562,7 +567,8 @@ class SendTestTests(TestCase):
         status, out, err = yield run_command("send-test", config, "--webhook", "Slack")
         self.assertEqual((status, out), (2, ""))
         self.assertIn(
-            "no webhook in reloadTaskFailure or reloadTaskAborted has the name, description or key 'Slack'", err
+            "no webhook in reloadTaskFailure or reloadTaskAborted has the name, description or key 'Slack'",
+            err,
         )
         self.assertIn("'Teams' (reloadTaskFailure.webhooks[0])", err)
         self.assertEqual(receiver.requests, [])
@@ -631,7 +637,9 @@ class SendTestTests(TestCase):
         args = ["-m", "butler_tw.cli", "send-test", config]
         out, err, status = yield getProcessOutputAndValue(sys.executable, args, env=subprocess_env())
         self.assertEqual((status, err), (0, b""))
-        self.assertRegex(out.decode(), r"\nUp +POST +http://127\.0\.0\.1:\d+/\*\*\* +none \(http\) +HTTP 200 ")
+        self.assertRegex(
+            out.decode(), r"\nUp +POST +http://127\.0\.0\.1:\d+/\*\*\* +none \(http\) +HTTP 200 "
+        )
         self.assertEqual(len(receiver.requests), 1)
         self.assertNotIn(b"QUERYSECRET", out)
         yield receiver.stop()

@@ -259,7 +259,7 @@ def unlimited_config(messageQueue: dict[str, Any], maxBufferedAlerts: int = 1000
                         "webhooks": [{"webhookURL": "http://h/a", "httpMethod": "POST"}],
                     },
                 },
-            }
+            },
         }
     )
 

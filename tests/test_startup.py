@@ -109,7 +109,9 @@ class PreflightTests(SynchronousTestCase):
         doc = document(stateDir=self.stateDir, http={"listen": listen})
         self.assertEqual(
             self.problems(doc),
-            (f"cannot listen on HTTP 127.0.0.1:{port} (butlerWebhook.http.listen {listen!r}): the port is in use",),
+            (
+                f"cannot listen on HTTP 127.0.0.1:{port} (butlerWebhook.http.listen {listen!r}): the port is in use",
+            ),
         )
 
     def test_httpAddressNotOnThisHost(self) -> None:
@@ -177,7 +179,9 @@ class PreflightTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(b"this is not a database, it only sits where one should" * 100)
         (problem,) = self.problems(document(stateDir=self.stateDir))
-        self.assertTrue(problem.startswith(f"butlerWebhook.stateDir: the outbox database {path} cannot be used"))
+        self.assertTrue(
+            problem.startswith(f"butlerWebhook.stateDir: the outbox database {path} cannot be used")
+        )
         self.assertIn("move the file", problem)
         self.assertEqual(sorted(os.listdir(self.stateDir)), [DB_NAME])
 
@@ -260,5 +264,7 @@ class BindFallbackTests(SynchronousTestCase):
         critical = [formatEvent(ev) for ev in events if ev.get("log_level") == LogLevel.critical]
         self.assertEqual(
             critical,
-            [f"cannot listen on UDP 127.0.0.1:{port}: the port is in use (is Butler still running?). Stopping"],
+            [
+                f"cannot listen on UDP 127.0.0.1:{port}: the port is in use (is Butler still running?). Stopping"
+            ],
         )
