@@ -187,15 +187,26 @@ def listen_problem(what: str, address: str | None, port: int | str, error: OSErr
 def udp_problems(host: str, address: str, port: int) -> list[str]:
     """Bind ``address:port`` as the daemon will (no ``SO_REUSEADDR``, so a held port shows), then close."""
     detail = f" (serverHost {host!r})" if host != address else ""
+    return _bind_problems("UDP", socket.SOCK_DGRAM, address, port, address, detail)
+
+
+def _bind_problems(
+    kind: str, socktype: int, address: str, port: int, shown: str, detail: str, reuse: bool = False
+) -> list[str]:
+    """Bind (and for TCP, listen on) ``address:port``, then close: the problem, if any, in words."""
     family = socket.AF_INET6 if isIPv6Address(address) else socket.AF_INET
     try:
-        s = socket.socket(family, socket.SOCK_DGRAM)
+        s = socket.socket(family, socktype)
     except OSError as e:
-        return [listen_problem("UDP", address, port, e, detail)]
+        return [listen_problem(kind, shown, port, e, detail)]
     try:
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((address, port))
+        if socktype == socket.SOCK_STREAM:
+            s.listen(1)
     except OSError as e:
-        return [listen_problem("UDP", address, port, e, detail)]
+        return [listen_problem(kind, shown, port, e, detail)]
     finally:
         s.close()
     return []
@@ -220,22 +231,9 @@ def http_problems(listen: str) -> list[str]:
         return []
     shown = interface or "0.0.0.0"  # noqa: S104 - describing, not binding
     detail = f" (butlerWebhook.http.listen {listen!r})"
-    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-    try:
-        s = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as e:
-        return [listen_problem("HTTP", shown, port, e, detail)]
-    try:
-        # Twisted's TCP ports set SO_REUSEADDR: so does this check, or a
-        # connection of the last run in TIME_WAIT would look like a port in use.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((interface, port))
-        s.listen(1)
-    except OSError as e:
-        return [listen_problem("HTTP", shown, port, e, detail)]
-    finally:
-        s.close()
-    return []
+    # Twisted's TCP ports set SO_REUSEADDR: so does this check, or a connection
+    # of the last run in TIME_WAIT would look like a port in use.
+    return _bind_problems("HTTP", socket.SOCK_STREAM, interface, port, shown, detail, reuse=True)
 
 
 # --------------------------------------------------------------------------
