@@ -1583,9 +1583,9 @@ class ButlerSchemaTests(ConfigTestCase):
         self.assertEqual(c.ignored, ("Butler.mqttConfig",))
 
     def test_httpMethodTrimmedAnyCase(self) -> None:
-        for written in (" post ", "Post", "POST\t", "\nput"):
-            self.assertIn(
-                self.only_hook(parse_config(with_hooks(hook(httpMethod=written)))).method, ("POST", "PUT")
+        for written, method in ((" post ", "POST"), ("Post", "POST"), ("GET\t", "GET"), ("\nput", "PUT")):
+            self.assertEqual(
+                self.only_hook(parse_config(with_hooks(hook(httpMethod=written)))).method, method
             )
 
     def test_enabledWithoutWebhooksWarns(self) -> None:

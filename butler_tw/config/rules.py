@@ -72,10 +72,6 @@ def _bad_port_or_host(url: str) -> str:
     return "not a valid URL (bad port or host)"
 
 
-def http_method(method: str, path: str, report: Report) -> Any:
-    return method
-
-
 def tls_settings(node: dict[str, Any], path: str, report: Report) -> Any:
     """A ``cert`` block: the CA certificates read now (start-up), not at every request."""
     if node["enable"] is not True:
