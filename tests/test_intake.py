@@ -7,8 +7,10 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
@@ -170,6 +172,10 @@ class IntakeTests(TestCase):
             f"print(*set_receive_buffer(s, {RECEIVE_BUFFER}))\n"
         )
         nobody = pwd.getpwnam("nobody")
+        for path in (Path(sys.executable), Path(__file__).resolve()):
+            for folder in path.parents:
+                if not folder.stat().st_mode & stat.S_IXOTH:
+                    raise self.skipTest(f"{folder} is closed to other users: 'nobody' cannot run this tree")
         out = subprocess.run(
             [
                 "setpriv",
