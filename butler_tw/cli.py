@@ -45,7 +45,7 @@ from butler_tw.replay import plan_replay
 from butler_tw.sources import SourceFilter
 from butler_tw.sqlitestore import SELECT_DELIVERIES, StoreError, connect, db_path, iter_rows, replay_dead
 from butler_tw.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport
-from butler_tw.words import count
+from butler_tw.words import admin_command, count
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
 #: Commands that run on the reactor (through :func:`run_on_reactor`).
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         return list_deliveries(conn, config, args.state, args.limit, out)
     if not args.all_dead and not args.ids:
         parser.error("replay needs delivery ids or --all-dead")
-    return replay_deliveries(conn, config, args.ids, args.all_dead, args.to, out, err)
+    return replay_deliveries(conn, config, args.ids, args.all_dead, args.to, out, err, args.config)
 
 
 def main_on_reactor(argv: Sequence[str], reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:
@@ -335,7 +335,8 @@ def _tls_line(webhook: Webhook) -> str:
         return "none (http)" + unused
     tls = webhook.tls
     if tls.mode is TrustMode.CUSTOM_CA:
-        return f"custom CA: only the {len(tls.caCertificates)} certificate(s) in {tls.caFile}"
+        certificates = count(len(tls.caCertificates), "certificate", "certificates")
+        return f"custom CA: only the {certificates} in {tls.caFile}"
     if tls.mode is TrustMode.NO_VERIFY:
         return "NO verification (cert.rejectUnauthorized: false)"
     return "platform: the system's CA store"
@@ -400,7 +401,7 @@ def describe_config(
             if route.rateLimit > 0
             else "no rate limit"
         )
-        lines += ["", f"{kind.value}: {len(route.webhooks)} webhook(s), {limit}"]
+        lines += ["", f"{kind.value}: {count(len(route.webhooks), 'webhook', 'webhooks')}, {limit}"]
         if not route.webhooks:
             lines.append("  (none: alerts of this kind are received and counted only)")
         for w in route.webhooks:
@@ -468,6 +469,7 @@ def replay_deliveries(  # type: ignore[no-untyped-def]
     to: str | None,
     out: TextIO,
     err: TextIO,
+    configPath: str = DEFAULT_CONFIG,
 ) -> int:
     """Re-queue the dead deliveries ``ids`` (or all), to ``to`` if given; one line per outcome."""
     target = None
@@ -506,10 +508,9 @@ def replay_deliveries(  # type: ignore[no-untyped-def]
             out.write(f"re-queued {what} of {source} to {dest}\n")
     found = {d.delivery.id for d in decisions} | {d.delivery.alert.alertId for d in decisions}
     unknown = [i for i in ids if i not in found]
+    listCommand = admin_command(configPath, "deliveries", "--state", "dead")
     for i in unknown:
-        out.write(
-            f"not re-queued: no dead delivery has the id {i} (see `butler-tw deliveries --state dead`)\n"
-        )
+        out.write(f"not re-queued: no dead delivery has the id {i} (see `{listCommand}`)\n")
     if allDead and not decisions:
         out.write("no dead deliveries to re-queue\n")
     return 1 if unknown or any(d.refusal for d in decisions) else 0

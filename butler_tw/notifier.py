@@ -17,6 +17,7 @@ from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
 from butler_tw.throttle import OVERFLOW, LogThrottle
 from butler_tw.wireformat import Ignored, Parsed, parse
+from butler_tw.words import DEFAULT_CONFIG, admin_command, count
 
 log = Logger(namespace="butler_tw.notifier")
 
@@ -38,8 +39,10 @@ class Notifier:
         stats: Stats,
         dedup: Deduplicator | None = None,
         gate: Gate | None = None,
+        configPath: str = DEFAULT_CONFIG,
     ) -> None:
         self._config = config
+        self._configPath = configPath
         self._dedup = dedup if dedup is not None else Deduplicator(clock, 0)
         # alertId -> [deliveries not yet at their end, of which dead, total]
         self._open: dict[str, list[int]] = {}
@@ -234,7 +237,7 @@ class Notifier:
             entry[0] += n
             entry[1] += 1
         details = ", ".join(
-            f"{n} {counter.removeprefix('alerts_').replace('_', ' ')} ({tasks} task(s))"
+            f"{n} {counter.removeprefix('alerts_').replace('_', ' ')} ({count(tasks, 'task', 'tasks')})"
             for counter, (n, tasks) in sorted(byReason.items())
         )
         log.info(
@@ -268,9 +271,12 @@ class Notifier:
             a = delivery.alert
             self._limiter.release(a)
             log.error(
-                "{event}: task {taskName!r} ({taskId}) reached NONE of its {n} webhook(s); "
-                "see `butler-tw deliveries --state dead`; `butler-tw replay {alertId}` re-queues them. "
+                "{event}: task {taskName!r} ({taskId}) reached NONE of its {webhooks}; "
+                "see `{listCommand}`; `{replayCommand}` re-queues them. "
                 "Its rate-limit window is released: the task's next alert goes out",
+                webhooks=count(counts[2], "webhook", "webhooks"),
+                listCommand=admin_command(self._configPath, "deliveries", "--state", "dead"),
+                replayCommand=admin_command(self._configPath, "replay", a.alertId),
                 event=a.event,
                 taskName=a.taskName,
                 taskId=a.taskId,

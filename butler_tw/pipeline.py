@@ -29,6 +29,7 @@ from butler_tw.service import NotifierService
 from butler_tw.sourcelimit import SourceRateLimit
 from butler_tw.sources import SourceFilter, resolve_blocking
 from butler_tw.stats import Stats
+from butler_tw.words import DEFAULT_CONFIG
 
 
 def rate_limits(config: Config) -> Mapping[EventKind, float]:
@@ -47,7 +48,13 @@ class Pipeline:
     """
 
     def __init__(
-        self, reactor: Any, config: Config, outbox: IOutbox, stats: Stats, sources: SourceFilter | None
+        self,
+        reactor: Any,
+        config: Config,
+        outbox: IOutbox,
+        stats: Stats,
+        sources: SourceFilter | None,
+        configPath: str = DEFAULT_CONFIG,
     ) -> None:
         self._reactor = reactor
         self._outbox = outbox
@@ -75,6 +82,7 @@ class Pipeline:
             stats,
             self.dedup,
             self._gate(config, sources),
+            configPath,
         )
         for w in config.webhooks:
             self.dispatchers[w.key], self.clients[w.key] = self._webhook(w)
@@ -88,6 +96,7 @@ class Pipeline:
             config.shutdownGrace,
             self.dedup,
             onStop=self.notifier.stop,
+            configPath=configPath,
         )
 
     def _webhook(self, webhook: Webhook) -> tuple[Dispatcher, WebhookClient]:

@@ -23,7 +23,7 @@ from butler_tw.http import WebhookClient
 from butler_tw.outbox import IOutbox, Rebinding, State, describe_key
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.stats import Stats
-from butler_tw.words import count
+from butler_tw.words import DEFAULT_CONFIG, admin_command, count
 
 log = Logger(namespace="butler_tw.service")
 
@@ -52,8 +52,10 @@ class NotifierService(Service):
         replayPoll: float = 2.0,
         pruneEvery: float = 300.0,
         onStop: Callable[[], None] | None = None,
+        configPath: str = DEFAULT_CONFIG,
     ) -> None:
         self._clock = clock
+        self._configPath = configPath
         self._outbox = outbox
         self._dispatchers = dispatchers
         self._clients = clients
@@ -106,13 +108,14 @@ class NotifierService(Service):
             return  # the outbox said why; the write is retried before any other
         for old, new in sorted(rebinding.moved.items()):
             log.info("Webhook {old} is now {new} in the config: its deliveries follow", old=old, new=new)
+        listCommand = admin_command(self._configPath, "deliveries", "--state", "dead")
         for old, n in sorted(rebinding.removed.items()):
             if n == 0:
                 fate = "it had no pending deliveries"
             elif n == 1:
-                fate = "its 1 pending delivery is a dead letter (butler-tw deliveries --state dead)"
+                fate = f"its 1 pending delivery is a dead letter ({listCommand})"
             else:
-                fate = f"its {n} pending deliveries are dead letters (butler-tw deliveries --state dead)"
+                fate = f"its {n} pending deliveries are dead letters ({listCommand})"
             log.warn(
                 "Webhook {old} was removed from the config or now sends elsewhere: {fate}",
                 old=old,

@@ -42,12 +42,11 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from butler_tw.config import Config, ConfigError, load_config
 from butler_tw.sources import SourceFilter, unusable
 from butler_tw.sqlitestore import db_path, unusable_database
+from butler_tw.words import DEFAULT_CONFIG
 
 #: Exit status for a configuration the daemon cannot start with (sysexits.h ``EX_CONFIG``).
 EX_CONFIG = 78
 
-#: Where every command reads the config when not given ``-c/--config``.
-DEFAULT_CONFIG = "/etc/butler-tw/butler.yaml"
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 

@@ -32,6 +32,7 @@ from butler_tw.sqlitestore import SqliteOutbox, StoreError, connect, db_path
 from butler_tw.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport, listen_problem
 from butler_tw.stats import Stats
 from butler_tw.web import HttpService, make_site
+from butler_tw.words import count
 
 log = Logger(namespace="butler_tw")
 
@@ -120,7 +121,8 @@ def makeService(options: Options) -> service.IService:
     else:
         outbox = SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
         log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
-    pipeline = Pipeline(reactor, config, outbox, stats, getattr(options, "sources", None))
+    configPath = os.path.abspath(options["config"])
+    pipeline = Pipeline(reactor, config, outbox, stats, getattr(options, "sources", None), configPath)
     for name, why in sorted(getattr(options, "unresolved", {}).items()):
         log.warn(
             "Allowed source {name} does not resolve ({why}): datagrams from it are refused until it does "
@@ -143,12 +145,13 @@ def makeService(options: Options) -> service.IService:
     if config.httpListen:
         http_service(reactor, config.httpListen, pipeline, outbox, stats, intake).setServiceParent(top)
     listening = hostport(options.listenAddress, config.udpPort)
-    Reloader(reactor, os.path.abspath(options["config"]), pipeline, listening).setServiceParent(top)
+    Reloader(reactor, configPath, pipeline, listening).setServiceParent(top)
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         log.info,
-        "butler-tw is running: {n} webhook(s), UDP {host}:{port}",
+        "butler-tw is running: {webhooks}, UDP {host}:{port}",
         butler_tw_lifecycle=True,
         n=len(config.webhooks),
+        webhooks=count(len(config.webhooks), "webhook", "webhooks"),
         host=options.listenAddress,
         port=config.udpPort,
     )
@@ -240,7 +243,13 @@ def log_startup(config: Config) -> None:
             if route.rateLimit > 0
             else "no rate limit"
         )
-        log.info("{block}: {n} webhook(s), {limit}", block=kind.value, n=len(route.webhooks), limit=limit)
+        log.info(
+            "{block}: {webhooks}, {limit}",
+            block=kind.value,
+            n=len(route.webhooks),
+            webhooks=count(len(route.webhooks), "webhook", "webhooks"),
+            limit=limit,
+        )
         for w in route.webhooks:
             log.info(
                 "  {key}: {name} -> {method} {url} (TLS: {tls}, timeout {timeout:g} s)",

@@ -101,7 +101,7 @@ class CliTests(TestCase):
         self.assertEqual(status, 1)
         self.assertEqual(
             text,
-            "not re-queued: no dead delivery has the id nope (see `butler-tw deliveries --state dead`)\n",
+            f"not re-queued: no dead delivery has the id nope (see `butler-tw deliveries -c {self.config} --state dead`)\n",
         )
 
     def test_replayAllDeadWithNone(self) -> None:

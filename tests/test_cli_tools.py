@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -39,6 +40,7 @@ from butler_tw.payload import build_request
 from butler_tw.redact import redact_url
 from butler_tw.startup import EX_CONFIG
 from butler_tw.wireformat import Parsed, parse
+from butler_tw.words import admin_command
 from tests.daemon import free_udp_port, make_config, webhook
 from tests.receivers import (
     closed_port,
@@ -148,9 +150,9 @@ class CheckConfigTests(SynchronousTestCase):
             "de-duplication  a repeated datagram (same kind and executionId) within 10 min is dropped", lines
         )
         self.assertIn(
-            "reloadTaskFailure: 2 webhook(s), rate limit: at most one alert per task per 5 min", lines
+            "reloadTaskFailure: 2 webhooks, rate limit: at most one alert per task per 5 min", lines
         )
-        self.assertIn("reloadTaskAborted: 1 webhook(s), no rate limit", lines)
+        self.assertIn("reloadTaskAborted: 1 webhook, no rate limit", lines)
         self.assertIn("  reloadTaskFailure.webhooks[0]: Teams channel", lines)
         self.assertIn("  reloadTaskAborted.webhooks[0]: (no description)", lines)
         self.assertIn("    POST http://127.0.0.1:18080/butler/***  (query string not shown)", lines)
@@ -159,7 +161,7 @@ class CheckConfigTests(SynchronousTestCase):
         )
         self.assertIn("    TLS none (http)", lines)
         self.assertIn("    TLS platform: the system's CA store", lines)
-        self.assertIn(f"    TLS custom CA: only the 1 certificate(s) in {self.caFile}", lines)
+        self.assertIn(f"    TLS custom CA: only the 1 certificate in {self.caFile}", lines)
         self.assertIn("    timeout 3 s, concurrency 2", lines)
         self.assertIn("    timeout 10 s, concurrency 4", lines)
         self.assertIn("    attempts at 0 s, 1 min after the alert; given up after 10 min", lines)
@@ -399,6 +401,18 @@ class ConfigOptionTests(TestCase):
         self.assertIn(f"to 127.0.0.1:{s.getsockname()[1]}", out)
         self.assertIsInstance(parse(s.recv(65535)), Parsed)
 
+    def test_adminCommandsParse(self) -> None:
+        """The commands log lines build (``words.admin_command``) parse, with the config they name."""
+        for path in (cli.DEFAULT_CONFIG, "/srv/qlik butler/production.yaml"):
+            for line in (
+                admin_command(path, "deliveries", "--state", "dead"),
+                admin_command(path, "replay", "0123abcd"),  # an alert id: all its deliveries
+            ):
+                argv = shlex.split(line)
+                self.assertEqual(argv[0], "butler-tw")
+                args = cli.build_parser().parse_args(argv[1:])
+                self.assertEqual(args.config, path, line)
+
     def test_suggestedCommandsParse(self) -> None:
         """Every command line a message of the package quotes (`` `butler-tw X ARGS` `` or in
         parentheses) parses as printed; a bare `` `butler-tw replay` `` names a command, not a line."""
@@ -421,8 +435,7 @@ class ConfigOptionTests(TestCase):
                     and id(node) not in docstrings
                 ):
                     found += re.findall(r"(?<![`\w])[`(]butler-tw ([^`)]+)[`)]", node.value)
-        self.assertIn("deliveries --state dead", found)
-        self.assertIn("replay {alertId}", found)  # an alert id re-queues all of that alert's deliveries
+        self.assertIn("replay", found)
         for line in found:
             argv = re.sub(r"\{\w+\}", "0123abcd", line).split()
             if len(argv) == 1:

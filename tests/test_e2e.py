@@ -27,6 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from butler_tw.startup import EX_CONFIG
 from tests.daemon import (
+    HOST,
     LISTENING,
     READY,
     REPO,
@@ -249,7 +250,7 @@ class EndToEndTests(TestCase):
         self.assertEqual(counts.get("alerts_accepted"), 2)
         # One line for the task, then the other three are summarised (a storm cannot flood the log).
         self.assertEqual(exit.output.count("rate limited: one alert per 300 s per task"), 1)
-        self.assertIn("Also not sent in the last 60 s: 3 rate limited (1 task(s))", exit.output)
+        self.assertIn("Also not sent in the last 60 s: 3 rate limited (1 task)", exit.output)
 
     @inlineCallbacks
     def test_dedupNeedsExecutionId(self) -> Any:
@@ -544,6 +545,36 @@ class StartupCheckTests(TestCase):
         status, out, err = yield self.check_config(daemon)
         self.assertEqual((status, out), (EX_CONFIG, ""))
         self.assertEqual(err.replace("butler-tw: ", "", 1), exit.stderr.replace("butler-webhook: ", "", 1))
+
+    @inlineCallbacks
+    def test_misindentedFile(self) -> Any:
+        """A Butler file as typed by hand, with ``webhooks:`` two spaces short: 78, the key path, where it belongs."""
+        daemon = Daemon(self, make_config())
+        with open(daemon.configPath, "w", encoding="utf-8") as f:
+            f.write(
+                "Butler:\n"
+                "  udpServerConfig:\n"
+                "    enable: true\n"
+                f"    serverHost: {HOST}\n"
+                f"    portTaskFailure: {daemon.udpPort}\n"
+                "  webhookNotification:\n"
+                "    enable: true\n"
+                "    reloadTaskFailure:\n"
+                "      rateLimit: 300\n"
+                "    webhooks:\n"
+                "      - description: 'Teams'\n"
+                "        webhookURL: http://127.0.0.1:1/x\n"
+                "        httpMethod: POST\n"
+                "butlerWebhook:\n"
+                f"  stateDir: {os.path.join(daemon.directory, 'state')}\n"
+            )
+        yield self.assertRefused(
+            daemon,
+            f"{daemon.configPath}: 1 problem in the configuration:\n"
+            "  - Butler.webhookNotification.webhooks: belongs inside a block: "
+            "indent it one more level, under Butler.webhookNotification.reloadTaskFailure "
+            "or Butler.webhookNotification.reloadTaskAborted",
+        )
 
     @inlineCallbacks
     def test_validStarts(self) -> Any:

@@ -387,7 +387,10 @@ class FaultTests(TestCase):
         self.assertIn("#error]", none[0])
         self.assertIn("Reload Nothing Reached", none[0])
         self.assertIn(abortedTask[0], none[0])
-        self.assertIn("reached NONE of its 2 webhook(s)", none[0])
+        self.assertIn("reached NONE of its 2 webhooks", none[0])
+        # The commands it gives paste as they stand: this daemon's config is not the default one.
+        self.assertIn(f"see `butler-tw deliveries -c {daemon.configPath} --state dead`", none[0])
+        self.assertIn("`butler-tw replay -c ", none[0])
         self.assertNotIn("Reload Half Reached", none[0])
         counts = counters(exit.output)
         self.assertEqual(counts.get("alerts_undelivered"), 2)

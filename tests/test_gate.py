@@ -369,7 +369,7 @@ class DropLogTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("rate limited", lines[0])
         clock.advance(60)
-        self.assertEqual(log.lines()[1], "Also not sent in the last 60 s: 998 rate limited (1 task(s))")
+        self.assertEqual(log.lines()[1], "Also not sent in the last 60 s: 998 rate limited (1 task)")
 
 
 class FailingDiskTests(TestCase):

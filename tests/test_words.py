@@ -11,7 +11,7 @@ from butler_tw.outbox import Delivery, MemoryOutbox, Rebinding
 from butler_tw.ratelimit import RateLimiter
 from butler_tw.service import NotifierService
 from butler_tw.stats import Stats
-from butler_tw.words import count
+from butler_tw.words import DEFAULT_CONFIG, admin_command, count
 from tests.receivers import make_alert
 from tests.test_gate import LogCapture
 
@@ -21,6 +21,22 @@ class CountTests(SynchronousTestCase):
         self.assertEqual(
             [count(n, "delivery", "deliveries") for n in (0, 1, 2, 11)],
             ["no deliveries", "1 delivery", "2 deliveries", "11 deliveries"],
+        )
+
+
+class AdminCommandTests(SynchronousTestCase):
+    """Commands in log lines paste as they stand: ``-c`` when the config is not the default one."""
+
+    def test_defaultConfig(self) -> None:
+        self.assertEqual(
+            admin_command(DEFAULT_CONFIG, "deliveries", "--state", "dead"),
+            "butler-tw deliveries --state dead",
+        )
+
+    def test_otherConfig(self) -> None:
+        self.assertEqual(
+            admin_command("/srv/qlik butler/production.yaml", "replay", "abc"),
+            "butler-tw replay -c '/srv/qlik butler/production.yaml' abc",
         )
 
 
@@ -52,6 +68,27 @@ class ServiceLogTests(SynchronousTestCase):
                 "dead letter (butler-tw deliveries --state dead)",
                 "Webhook c was removed from the config or now sends elsewhere: its 2 pending deliveries are "
                 "dead letters (butler-tw deliveries --state dead)",
+            ],
+        )
+
+    def test_removedWebhooksOtherConfig(self) -> None:
+        clock = Clock()
+        service = NotifierService(
+            clock,
+            MemoryOutbox(),
+            {},
+            {},
+            RateLimiter(clock, {}),
+            Stats(),
+            grace=1.0,
+            configPath="/opt/butler/production.yaml",
+        )
+        service._logRebinding(Rebinding(removed={"b": 1}))
+        self.assertEqual(
+            self.log.lines(),
+            [
+                "Webhook b was removed from the config or now sends elsewhere: its 1 pending delivery is a "
+                "dead letter (butler-tw deliveries -c /opt/butler/production.yaml --state dead)",
             ],
         )
 
