@@ -19,7 +19,7 @@ from pathlib import Path
 #: (area, pattern on "function (file)"), first match wins, tried from the top of the stack down.
 AREAS = [
     ("SQLite outbox", r"sqlitestore|outbox\.py|sqlite3"),
-    ("parse / rate limit / dedup", r"wireformat|ratelimit|dedup\.py|gate\.py|notifier\.py \(|intake\.py"),
+    ("parse / rate limit / dedup", r"wireformat|ratelimit|dedup\.py|gate\.py|admission\.py \(|udp\.py"),
     ("logging", r"twisted/logger|logger/"),
     (
         "HTTP client (treq, twisted.web client, hyperlink)",

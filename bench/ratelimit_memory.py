@@ -47,7 +47,7 @@ def vm_rss() -> int:
 
 def limiter_class(design: str, rev: str) -> Any:
     if design == "new":
-        from butler_tw.ratelimit import RateLimiter
+        from butler_tw.core.ratelimit import RateLimiter
 
         return RateLimiter
     source = subprocess.run(
@@ -67,7 +67,7 @@ def child(design: str, n: int, metric: str, rev: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from twisted.internet import reactor
 
-    from butler_tw.alert import Alert, EventKind
+    from butler_tw.core.alert import Alert, EventKind
 
     cls = limiter_class(design, rev)
     # The alerts exist before the baseline: only what the limiter keeps counts.

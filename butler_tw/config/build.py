@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from butler_tw.alert import EventKind
 from butler_tw.config import schema
 from butler_tw.config.loader import read_document, read_file
 from butler_tw.config.model import (
@@ -23,7 +22,8 @@ from butler_tw.config.model import (
     Webhook,
 )
 from butler_tw.config.spec import INVALID, Report, check
-from butler_tw.retry import RetryPolicy
+from butler_tw.core.alert import EventKind
+from butler_tw.core.retry import RetryPolicy
 
 UDP = schema.UDP
 

@@ -14,10 +14,10 @@ from typing import Mapping, Sequence
 
 import attrs
 
-from butler_tw.alert import EventKind
-from butler_tw.redact import redact_url
-from butler_tw.retry import RetryPolicy
-from butler_tw.sources import Network
+from butler_tw.core.alert import EventKind
+from butler_tw.core.redact import redact_url
+from butler_tw.core.retry import RetryPolicy
+from butler_tw.intake.sources import Network
 
 DEFAULT_RATE_LIMIT = 300.0
 DEFAULT_TIMEOUT = 10.0
