@@ -582,6 +582,16 @@ def _take_up_replays(conn: sqlite3.Connection, now: float) -> int:
     )
 
 
+def list_deliveries(conn: sqlite3.Connection, state: State | None, limit: int) -> list[Delivery]:
+    """``butler-tw deliveries``: up to ``limit`` deliveries in ``state`` (None: pending and dead).
+
+    Ordered by state, then by when each is due.
+    """
+    where = "WHERE d.state = ? " if state is not None else ""
+    args: list[Any] = ([state.value] if state is not None else []) + [limit]
+    return iter_rows(conn, SELECT_DELIVERIES + where + "ORDER BY d.state, d.due_at LIMIT ?", args)
+
+
 def replay_dead(
     conn: sqlite3.Connection,
     ids: Sequence[str],

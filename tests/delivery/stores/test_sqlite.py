@@ -23,7 +23,15 @@ from butler_tw.delivery.outbox import (
     match_webhooks,
     removed_key,
 )
-from butler_tw.delivery.stores.sqlite import DB_NAME, SCHEMA, SqliteOutbox, StoreError, alert_to_json, connect
+from butler_tw.delivery.stores.sqlite import (
+    DB_NAME,
+    SCHEMA,
+    SqliteOutbox,
+    StoreError,
+    alert_to_json,
+    connect,
+    list_deliveries,
+)
 from tests.core.test_dedup import ALERT
 
 
@@ -313,3 +321,33 @@ class ConnectTests(SynchronousTestCase):
     def test_missingWithoutCreate(self) -> None:
         e = self.assertRaises(StoreError, connect, self.mktemp(), create=False)
         self.assertIn("no outbox database", str(e))
+
+
+class ListDeliveriesTests(TestCase):
+    """:func:`list_deliveries`, the query of ``butler-tw deliveries``, on a file the outbox wrote."""
+
+    @inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.stateDir = self.mktemp()
+        outbox = SqliteOutbox(self.stateDir, reactor)
+        outbox.open()
+        added = yield outbox.add(alert(1), ["a", "b", "c"], 1000.0)
+        self.dead, self.late, self.early = added
+        outbox.record(attrs.evolve(self.dead, state=State.DEAD, attempts=6, lastOutcome="HTTP 503"))
+        outbox.record(attrs.evolve(self.late, dueAt=3000.0))
+        outbox.record(attrs.evolve(self.early, dueAt=2000.0))
+        yield outbox.close()
+        self.conn = connect(self.stateDir, create=False)
+        self.addCleanup(self.conn.close)
+
+    def test_byStateThenDue(self) -> None:
+        rows = list_deliveries(self.conn, None, 10)
+        self.assertEqual([d.webhookKey for d in rows], ["a", "c", "b"])  # "dead" < "pending"
+        self.assertEqual(rows[0].state, State.DEAD)
+        self.assertEqual(rows[0].lastOutcome, "HTTP 503")
+        self.assertEqual(rows[1].alert, alert(1))
+
+    def test_stateAndLimit(self) -> None:
+        self.assertEqual([d.webhookKey for d in list_deliveries(self.conn, State.DEAD, 10)], ["a"])
+        self.assertEqual([d.webhookKey for d in list_deliveries(self.conn, State.PENDING, 1)], ["c"])
+        self.assertEqual([d.webhookKey for d in list_deliveries(self.conn, None, 2)], ["a", "c"])
