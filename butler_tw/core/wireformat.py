@@ -1,4 +1,4 @@
-"""Parse the Qlik Sense scheduler's log-appender datagrams. Pure: no I/O.
+"""Parse the Qlik Sense scheduler's log-appender datagrams, and write them. Pure: no I/O.
 
 See ``docs/wire-format.md`` for the format. In short, one datagram is::
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from typing import Union
 
 import attrs
@@ -188,3 +189,36 @@ def _split_names(names: list[str], appId: str) -> tuple[str, str, str | None]:
         return task, app, "';' in task or app name: split where the app name is part of the task name"
     task, app = splits[-1]
     return task, app, "';' in task or app name: split ambiguous, task name took the extra ';'"
+
+
+# --------------------------------------------------------------------------
+# Writing: what the scheduler's appender sends (for ``butler-tw emit``)
+
+#: The type token written for each kind (the first that :func:`classify` maps to it).
+TOKEN = {EventKind.FAILED: "/scheduler-task-failed/", EventKind.ABORTED: "/scheduler-task-aborted/"}
+
+
+def qlik_timestamp(now: float) -> str:
+    """``now`` as log4net writes it: ``yyyy-MM-dd HH:mm:ss,fff``, local time."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
+
+
+def format_datagram(alert: Alert, token: str | None = None) -> bytes:
+    """``alert`` as one datagram of the scheduler's UDP appender: what :func:`parse` reads back.
+
+    :param token: the type token to write (default: :data:`TOKEN` of its kind).
+    """
+    fields = (
+        TOKEN[alert.kind] if token is None else token,
+        alert.hostName,
+        alert.taskName,
+        alert.appName,
+        alert.user,
+        alert.taskId,
+        alert.appId,
+        alert.logTimeStamp,
+        alert.logLevel,
+        alert.executionId,
+        alert.logMessage,
+    )
+    return ";".join(fields).encode("utf-8")

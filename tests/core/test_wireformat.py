@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 
 import attrs
@@ -14,15 +15,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from butler_tw.core.alert import FIELD_ORDER, Alert, EventKind
 from butler_tw.core.wireformat import (
     MAX_FIELD_CHARS,
+    TOKEN,
     Ignored,
     Parsed,
     Rejected,
     classify,
     clean,
     decode,
+    format_datagram,
     parse,
+    qlik_timestamp,
 )
 from tests.support import DATA, REPO
+from tests.support.receivers import make_alert
 
 #: A verbatim copy of ``shared/samples/datagrams.txt``, so CI needs no checkout of ``shared``.
 SAMPLES = DATA / "datagrams.txt"
@@ -537,27 +542,6 @@ def _alerts(draw: st.DrawFn) -> Alert:
     )
 
 
-_TOKEN_OF = {EventKind.FAILED: "/scheduler-task-failed/", EventKind.ABORTED: "/scheduler-task-aborted/"}
-
-
-def _encode(alert: Alert, token: str) -> bytes:
-    return ";".join(
-        [
-            token,
-            alert.hostName,
-            alert.taskName,
-            alert.appName,
-            alert.user,
-            alert.taskId,
-            alert.appId,
-            alert.logTimeStamp,
-            alert.logLevel,
-            alert.executionId,
-            alert.logMessage,
-        ]
-    ).encode("utf-8")
-
-
 class PropertyTests(SynchronousTestCase):
     """Hypothesis: synchronous tests only."""
 
@@ -588,7 +572,7 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=300, deadline=None)
     @given(_alerts())
     def test_roundTrip(self, alert: Alert) -> None:
-        result = parse(_encode(alert, _TOKEN_OF[alert.kind]))
+        result = parse(format_datagram(alert))
         self.assertIsInstance(result, Parsed)
         self.assertIsNone(result.note)
         self.assertEqual(result.alert, alert)
@@ -596,7 +580,7 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=100, deadline=None)
     @given(_TOKEN, _alerts())
     def test_roundTripAnyToken(self, token: tuple[str, EventKind], alert: Alert) -> None:
-        result = parse(_encode(alert, token[0]))
+        result = parse(format_datagram(alert, token[0]))
         self.assertEqual(alert_of(result).kind, token[1])
         self.assertEqual(alert_of(result).fields()[1:], alert.fields()[1:])
 
@@ -611,7 +595,7 @@ class PropertyTests(SynchronousTestCase):
             sent = attrs.evolve(alert, appName=name)
         else:
             sent = attrs.evolve(alert, taskName=name)
-        result = parse(_encode(sent, _TOKEN_OF[alert.kind]))
+        result = parse(format_datagram(sent))
         self.assertIsInstance(result, Parsed)
         got = result.alert
         self.assertEqual(f"{got.taskName};{got.appName}", f"{sent.taskName};{sent.appName}")
@@ -666,3 +650,25 @@ class PropertyTests(SynchronousTestCase):
             self.assertLessEqual(len(value), MAX_FIELD_CHARS, name)
             self.assertIsNone(re.search(r"[\x00-\x1f\x7f-\x9f]", value), (name, value))
             self.assertFalse(any(is_control(c) for c in value), (name, value))
+
+
+class WriterTests(SynchronousTestCase):
+    """:func:`format_datagram` writes what :func:`parse` reads: the format both ways."""
+
+    def test_roundTrip(self) -> None:
+        """Each kind, with its token; a ``;`` in the message, non-ASCII text: parse gives back every field.
+
+        (:class:`PropertyTests` round-trips generated alerts and every token.)
+        """
+        for kind in EventKind:
+            alert = make_alert(kind, logTimeStamp=qlik_timestamp(1700000000.25), logLevel="INFO")
+            data = format_datagram(alert)
+            self.assertTrue(data.startswith(TOKEN[kind].encode() + b";"), data)
+            self.assertEqual(classify(TOKEN[kind]), kind)
+            self.assertEqual(parse(data), Parsed(alert), kind)
+
+    def test_qlikTimestamp(self) -> None:
+        """log4net's ``yyyy-MM-dd HH:mm:ss,fff``, local time, that the parser's timestamp shape takes."""
+        stamp = qlik_timestamp(1700000000.25)
+        self.assertRegex(stamp, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,250$")
+        self.assertTrue(stamp.startswith(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1700000000))))
