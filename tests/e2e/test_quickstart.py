@@ -18,8 +18,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.cli.test_tryout import _Collect, _kill, subprocess_env
 from tests.support.daemon import REPO, Daemon, make_config, webhook
+from tests.support.processes import Collect, kill, subprocess_env
 from tests.support.receivers import closed_port
 
 CLI = [sys.executable, "-m", "butler_tw.cli"]
@@ -50,14 +50,14 @@ class QuickStartTests(TestCase):
     @inlineCallbacks
     def test_receiveDaemonEmitDeliveries(self) -> Any:
         port = closed_port()
-        receiver = _Collect()
+        receiver = Collect()
         transport = reactor.spawnProcess(  # type: ignore[attr-defined]
             receiver,
             CLI[0],
             [*CLI, "receive", "--port", str(port)],
             env=subprocess_env(),
         )
-        self.addCleanup(lambda: receiver.ended if receiver.ended.called else _kill(transport, receiver))
+        self.addCleanup(lambda: receiver.ended if receiver.ended.called else kill(transport, receiver))
         yield receiver.waitFor(b"Ctrl-C stops")
 
         daemon = Daemon(

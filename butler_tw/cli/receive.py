@@ -1,0 +1,358 @@
+"""``butler-tw receive``: a local webhook receiver that prints every request readably.
+
+It answers 200 (or ``--status``) to any method on any path. With ``--tls``
+it serves a certificate made at start by a throwaway CA, whose
+certificate is written to disk for a webhook's ``certCA``; the CA's key is
+kept nowhere, so nothing else can ever be signed with it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import re
+import tempfile
+import time
+from typing import Any, Callable, Sequence, TextIO
+from urllib.parse import parse_qsl
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request as WebRequest
+from twisted.web.server import Site
+
+from butler_tw.cli.text import host_name, reachable
+from butler_tw.core import words
+from butler_tw.daemon.startup import hostport
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UNPRINTABLE_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Most characters of a body that is not JSON that are printed.
+MAX_PRINTED_BODY = 8192
+_SHOWN_HEADERS = ("webhook-id", "webhook-timestamp", "user-agent", "content-type")
+
+
+def _escape(text: str, pattern: re.Pattern[str] = _UNPRINTABLE) -> str:
+    """Control characters as ``\\xNN``: a request must not drive the terminal."""
+    return pattern.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
+def describe_request(
+    method: str, uri: str, headers: dict[str, str], body: bytes, client: str, now: float
+) -> str:
+    """A request as ``butler-tw receive`` prints it. Pure."""
+    path, _, query = uri.partition("?")
+    stamp = time.strftime("%H:%M:%S", time.localtime(now))
+    lines = [f"--- {stamp}  {_escape(method)} {_escape(path)}  (from {client})"]
+    for name in _SHOWN_HEADERS:
+        if name in headers:
+            lines.append(f"{name}: {_escape(headers[name])}")
+    if "authorization" in headers:
+        lines.append("authorization: (present, not shown)")
+    if query:
+        lines.append("query:")
+        fields = parse_qsl(query, keep_blank_values=True)
+        lines += [f"  {_escape(k)} = {_escape(v)}" for k, v in fields] or [f"  {_escape(query)}"]
+    if body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            text = body.decode("utf-8", errors="replace")
+            cut = (
+                f"\n(… {len(text) - MAX_PRINTED_BODY} more characters)"
+                if len(text) > MAX_PRINTED_BODY
+                else ""
+            )
+            lines.append(f"body ({len(body)} bytes, not JSON):")
+            lines.append(_escape(text[:MAX_PRINTED_BODY], _UNPRINTABLE_IN_TEXT) + cut)
+        else:
+            lines.append("body (JSON):")
+            # json.dumps escapes control characters in strings itself.
+            lines.append(json.dumps(parsed, indent=2, ensure_ascii=False))
+    elif method not in ("GET", "HEAD"):
+        lines.append("(no body)")
+    return "\n".join(lines) + "\n\n"
+
+
+class _PrintingResource(Resource):
+    isLeaf = True
+
+    def __init__(self, out: TextIO, status: int, clock: Callable[[], float]) -> None:
+        Resource.__init__(self)
+        self._out = out
+        self._status = status
+        self._clock = clock
+        self.count = 0
+
+    def render(self, request: WebRequest) -> bytes:
+        self.count += 1
+        headers = {
+            name.decode("latin-1").lower(): b", ".join(values).decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        content = request.content
+        assert content is not None  # noqa: S101 - twisted.web sets it before render
+        content.seek(0)
+        peer = request.getClientAddress()
+        client = getattr(peer, "host", "?")
+        self._out.write(
+            describe_request(
+                request.method.decode("latin-1"),
+                request.uri.decode("latin-1"),
+                headers,
+                content.read(),
+                client,
+                self._clock(),
+            )
+        )
+        self._out.flush()
+        request.setResponseCode(self._status)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return f"butler-tw receive: answered {self._status}\n".encode()
+
+
+class _Channel(HTTPChannel):
+    """Tells its site when it comes and goes, so that a stop can drop it."""
+
+    def connectionMade(self) -> None:
+        self.factory._open[self] = Deferred()  # type: ignore[attr-defined]
+        HTTPChannel.connectionMade(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        try:
+            HTTPChannel.connectionLost(self, reason)
+        finally:
+            lost = self.factory._open.pop(self, None)  # type: ignore[attr-defined]
+            if lost is not None:
+                lost.callback(None)
+
+
+class _ReceiverSite(Site):
+    noisy = False
+    protocol = _Channel  # type: ignore[assignment]
+
+    def __init__(self, resource: _PrintingResource) -> None:
+        Site.__init__(self, resource)
+        self.printer = resource
+        self._open: dict[_Channel, Deferred[None]] = {}
+
+    def log(self, request: http.Request) -> None:
+        pass  # each request is printed whole instead
+
+
+@attrs.define
+class RunningReceiver:
+    """A listening ``butler-tw receive`` server.
+
+    :ivar port: the listening port.
+    :ivar url: the base URL to put in a ``webhookURL`` (any path works).
+    :ivar caFile: with TLS, the PEM file of the throwaway CA (for ``certCA``).
+    """
+
+    port: IListeningPort
+    url: str
+    caFile: str | None
+    site: _ReceiverSite
+
+    @property
+    def requests(self) -> int:
+        """How many requests have been received."""
+        return self.site.printer.count
+
+    def stop(self) -> Deferred[None]:
+        """Stop listening and drop every open connection."""
+        waits: list[Deferred[Any]] = [maybeDeferred(self.port.stopListening)]
+        for channel, lost in list(self.site._open.items()):
+            waits.append(lost)
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
+        return gatherResults(waits).addCallback(lambda _: None)
+
+
+def _url_host(host: str, port: int) -> str:
+    """``host:port`` as a client here reaches it (``""``, like ``0.0.0.0``, is every IPv4 address)."""
+    return hostport(reachable(host or "0.0.0.0"), port)  # noqa: S104 - describing, not binding
+
+
+def make_throwaway_tls(names: Sequence[str], days: int = 30) -> tuple[bytes, bytes, bytes]:
+    """A fresh CA and a server certificate it signs for ``names`` (host names or IPs).
+
+    :returns: ``(ca_cert_pem, server_key_pem, server_cert_pem)``. The CA's key
+        is not kept anywhere: nothing else can ever be signed with it.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=days)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "butler-tw receive throwaway CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    alt: list[x509.GeneralName] = []
+    for name in dict.fromkeys(names):
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pem = serialization.Encoding.PEM
+    return ca.public_bytes(pem), key_pem, leaf.public_bytes(pem)
+
+
+def _certificate_names(host: str) -> list[str]:
+    names = ["localhost", "127.0.0.1", "::1"]
+    if host not in ("", "0.0.0.0", "::"):  # noqa: S104 - describing, not binding
+        names.append(host)
+    local = host_name()
+    if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?", local):
+        names.append(local)
+    return names
+
+
+def listen_receiver(
+    reactor: Any,
+    out: TextIO,
+    host: str = "127.0.0.1",
+    port: int = 18080,
+    tls: bool = False,
+    certDir: str | None = None,
+    status: int = 200,
+) -> RunningReceiver:
+    """Start the printing receiver on ``host:port`` (``port`` 0: any free one).
+
+    With ``tls``, a throwaway CA and server certificate are made; the CA is
+    written to ``certDir/ca.pem`` (a new temporary directory by default) and
+    its path printed, for a webhook's ``cert.certCA``.
+
+    :raises CannotListenError: when the port cannot be listened on.
+    """
+    site = _ReceiverSite(_PrintingResource(out, status, time.time))
+    caFile = None
+    if tls:
+        ca_pem, key_pem, cert_pem = make_throwaway_tls(_certificate_names(host))
+        if certDir is None:
+            certDir = tempfile.mkdtemp(prefix="butler-tw-receive-")
+        os.makedirs(certDir, exist_ok=True)
+        caFile = os.path.abspath(os.path.join(certDir, "ca.pem"))
+        with open(caFile, "wb") as f:
+            f.write(ca_pem)
+        private = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem)
+        options = ssl.CertificateOptions(privateKey=private.privateKey.original, certificate=private.original)
+        listening: IListeningPort = reactor.listenSSL(port, site, options, interface=host)
+    else:
+        listening = reactor.listenTCP(port, site, interface=host)
+    actual = listening.getHost().port  # type: ignore[attr-defined]
+    url = f"{'https' if tls else 'http'}://{_url_host(host, actual)}/"
+    out.write(
+        f"butler-tw receive: listening on {url} (any path, any method; answering {status}). Ctrl-C stops.\n"
+    )
+    if caFile is not None:
+        out.write(
+            f"TLS with a throwaway certificate. Its CA, for the webhook's cert block: {caFile}\n"
+            f"    cert:\n      enable: true\n      certCA: {caFile}\n"
+        )
+    out.write("\n")
+    out.flush()
+    return RunningReceiver(port=listening, url=url, caFile=caFile, site=site)
+
+
+def receive(
+    reactor: Any,
+    out: TextIO,
+    err: TextIO,
+    host: str,
+    port: int,
+    tls: bool,
+    certDir: str | None,
+    status: int,
+) -> Deferred[int]:
+    """``butler-tw receive``: fires only on a failure to listen (1); Ctrl-C stops the reactor."""
+    if not 0 <= port <= 65535 or not 100 <= status <= 599:
+        err.write("butler-tw receive: --port must be 0-65535 and --status an HTTP status (100-599)\n")
+        return succeed(2)
+    try:
+        running = listen_receiver(reactor, out, host, port, tls, certDir, status)
+    except CannotListenError as e:
+        reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+        err.write(f"butler-tw receive: cannot listen on {_url_host(host, port)}: {reason}\n")
+        return succeed(1)
+    except OSError as e:
+        err.write(f"butler-tw receive: cannot write the certificate: {e.strerror}\n")
+        return succeed(1)
+
+    def stopping() -> None:
+        received = words.count(running.requests, "request", "requests")
+        out.write(f"\nbutler-tw receive: stopped, {received} received\n")
+        out.flush()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    return Deferred()
