@@ -1,7 +1,7 @@
 """``butler-tw receive``: a local webhook receiver that prints every request readably.
 
 It answers 200 (or ``--status``) to any method on any path. With ``--tls``
-it serves a certificate made at start by a throwaway CA, whose
+it serves a certificate made at start by a throwaway CA (``trustme``), whose
 certificate is written to disk for a webhook's ``certCA``; the CA's key is
 kept nowhere, so nothing else can ever be signed with it.
 """
@@ -15,14 +15,11 @@ import os
 import re
 import tempfile
 import time
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, TextIO
 from urllib.parse import parse_qsl
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import trustme
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -188,94 +185,42 @@ def _url_host(host: str, port: int) -> str:
     return hostport(reachable(host or "0.0.0.0"), port)  # noqa: S104 - describing, not binding
 
 
-def make_throwaway_tls(names: Sequence[str], days: int = 30) -> tuple[bytes, bytes, bytes]:
-    """A fresh CA and a server certificate it signs for ``names`` (host names or IPs).
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?")
 
-    :returns: ``(ca_cert_pem, server_key_pem, server_cert_pem)``. The CA's key
-        is not kept anywhere: nothing else can ever be signed with it.
-    """
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=days)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "butler-tw receive throwaway CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    alt: list[x509.GeneralName] = []
-    for name in dict.fromkeys(names):
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pem = serialization.Encoding.PEM
-    return ca.public_bytes(pem), key_pem, leaf.public_bytes(pem)
+
+def _nameable(name: str) -> bool:
+    """Whether a certificate can name ``name``: an IP address, or a host name of letters, digits, - and ."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return _HOST_NAME.fullmatch(name) is not None
+    return True
 
 
 def _certificate_names(host: str) -> list[str]:
     names = ["localhost", "127.0.0.1", "::1"]
     if host not in ("", "0.0.0.0", "::"):  # noqa: S104 - describing, not binding
         names.append(host)
-    local = host_name()
-    if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?", local):
-        names.append(local)
-    return names
+    names.append(host_name())
+    return [name for name in dict.fromkeys(names) if _nameable(name)]
+
+
+def make_throwaway_tls(names: list[str], days: int = 30) -> tuple[bytes, ssl.CertificateOptions]:
+    """A fresh CA, and TLS options with a server certificate it signs for ``names`` (host names or IPs).
+
+    :returns: the CA's certificate (PEM) and the options to listen with.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = trustme.CA(organization_name="butler-tw receive", organization_unit_name="throwaway CA")
+    leaf = ca.issue_cert(
+        *names,
+        common_name=names[0],
+        not_before=now - datetime.timedelta(hours=1),
+        not_after=now + datetime.timedelta(days=days),
+    )
+    private = ssl.PrivateCertificate.loadPEM(leaf.private_key_and_cert_chain_pem.bytes())
+    options = ssl.CertificateOptions(privateKey=private.privateKey.original, certificate=private.original)
+    return ca.cert_pem.bytes(), options
 
 
 def listen_receiver(
@@ -298,15 +243,13 @@ def listen_receiver(
     site = _ReceiverSite(_PrintingResource(out, status, time.time))
     caFile = None
     if tls:
-        ca_pem, key_pem, cert_pem = make_throwaway_tls(_certificate_names(host))
+        ca_pem, options = make_throwaway_tls(_certificate_names(host))
         if certDir is None:
             certDir = tempfile.mkdtemp(prefix="butler-tw-receive-")
         os.makedirs(certDir, exist_ok=True)
         caFile = os.path.abspath(os.path.join(certDir, "ca.pem"))
         with open(caFile, "wb") as f:
             f.write(ca_pem)
-        private = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem)
-        options = ssl.CertificateOptions(privateKey=private.privateKey.original, certificate=private.original)
         listening: IListeningPort = reactor.listenSSL(port, site, options, interface=host)
     else:
         listening = reactor.listenTCP(port, site, interface=host)

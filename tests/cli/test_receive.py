@@ -15,7 +15,7 @@ from typing import Any
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from butler_tw.channels.butler import build_request
@@ -207,3 +207,23 @@ class ReceiveTests(TestCase):
         self.assertIn("webhook-id: msg_x", text)
         self.assertIn("butler-tw receive: stopped, 1 request received", text)
         self.assertEqual(process.err, b"")
+
+
+class CertificateNamesTests(SynchronousTestCase):
+    """The names --tls's certificate is for: loopback always, the --host, this machine's name."""
+
+    def test_names(self) -> None:
+        self.patch(receive, "host_name", lambda: "sched-01")
+        loopback = ["localhost", "127.0.0.1", "::1"]
+        self.assertEqual(receive._certificate_names("0.0.0.0"), [*loopback, "sched-01"])
+        self.assertEqual(receive._certificate_names("::"), [*loopback, "sched-01"])
+        self.assertEqual(receive._certificate_names("127.0.0.1"), [*loopback, "sched-01"])
+        self.assertEqual(receive._certificate_names("fe80::1"), [*loopback, "fe80::1", "sched-01"])
+        self.assertEqual(
+            receive._certificate_names("qlik.example.com"), [*loopback, "qlik.example.com", "sched-01"]
+        )
+
+    def test_unnameable(self) -> None:
+        """A name no certificate can hold (an underscore, say) is left out, not an error."""
+        self.patch(receive, "host_name", lambda: "my_pc")
+        self.assertEqual(receive._certificate_names("my_host"), ["localhost", "127.0.0.1", "::1"])
