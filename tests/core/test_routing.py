@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from butler_tw.config.reloadplan import webhook_changes
 from butler_tw.core.routing import Routing
-from tests.support.receivers import make_alert
+from tests.support.receivers import make_alert, make_webhook
 
 
 def rules(**patterns: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
@@ -39,9 +41,19 @@ class RoutingTests(SynchronousTestCase):
 
     def test_searchedNotAnchored(self) -> None:
         """A pattern is searched anywhere in the value, as ``grep`` would: anchors say otherwise."""
-        self.assertTrue(Routing(match=rules(logMessage="timeout")).accepts(make_alert(logMessage="a timeout!")))
+        self.assertTrue(
+            Routing(match=rules(logMessage="timeout")).accepts(make_alert(logMessage="a timeout!"))
+        )
 
     def test_equalRulesAreEqual(self) -> None:
         """A reload with the same rules keeps the webhook as it is."""
         self.assertEqual(Routing(match=rules(taskName="^P")), Routing(match=rules(taskName="^P")))
         self.assertNotEqual(Routing(match=rules(taskName="^P")), Routing(exclude=rules(taskName="^P")))
+
+
+class ReloadWordsTests(SynchronousTestCase):
+    def test_routingChangeSaidAtReload(self) -> None:
+        old = make_webhook("http://h/x")
+        new = attrs.evolve(old, routing=Routing(match=rules(taskName="^Prod ")))
+        self.assertEqual(webhook_changes(old, new), ["routing every alert -> match taskName ~ '^Prod '"])
+        self.assertEqual(webhook_changes(old, old), [])
