@@ -24,6 +24,7 @@ from butler_tw.config.model import (
 from butler_tw.config.spec import INVALID, Report, check
 from butler_tw.core.alert import EventKind
 from butler_tw.core.retry import RetryPolicy
+from butler_tw.core.routing import Routing
 
 UDP = schema.UDP
 
@@ -138,6 +139,11 @@ def _route(kind: EventKind, notifications: Any, defaults: RetryPolicy, concurren
     return Route(kind, rate if rate is not INVALID else DEFAULT_RATE_LIMIT, tuple(webhooks))
 
 
+def _rules(value: Any) -> Any:
+    # A tuple once the rule compiled it (in a block checked for shape only, the raw value).
+    return value if isinstance(value, tuple) else ()
+
+
 def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> Webhook | None:
     if entry is INVALID or entry is None or any(v is INVALID for v in entry.values()):
         return None
@@ -155,4 +161,5 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> W
         ),
         logFullPath=entry["logFullPath"],
         label=entry["name"].strip(),
+        routing=Routing(match=_rules(entry["match"]), exclude=_rules(entry["exclude"])),
     )

@@ -17,6 +17,7 @@ import attrs
 from butler_tw.core.alert import EventKind
 from butler_tw.core.redact import redact_url
 from butler_tw.core.retry import RetryPolicy
+from butler_tw.core.routing import Routing
 from butler_tw.intake.sources import Network
 
 DEFAULT_RATE_LIMIT = 300.0
@@ -90,6 +91,8 @@ class Webhook:
     logFullPath: bool = False
     #: A short name of our own (the ``name`` key) for logs and metric labels.
     label: str = ""
+    #: Which alerts of its block it takes (``match:`` / ``exclude:``).
+    routing: Routing = Routing()
 
     @property
     def loggableUrl(self) -> str:

@@ -156,6 +156,8 @@ def webhook_changes(old: Webhook, new: Webhook) -> list[str]:
         found.append(f"maxAge {_s(old.retry.maxAge)} -> {_s(new.retry.maxAge)}")
     if old.logFullPath != new.logFullPath:
         found.append(f"logFullPath {str(old.logFullPath).lower()} -> {str(new.logFullPath).lower()}")
+    if old.routing != new.routing:
+        found.append(f"routing {old.routing.describe()} -> {new.routing.describe()}")
     if old.tls != new.tls:
         if (old.tls.mode, old.tls.caFile) == (new.tls.mode, new.tls.caFile):
             found.append(f"TLS {_tls(new.tls)}: the CA file's certificates changed")

@@ -16,7 +16,8 @@ from urllib.parse import SplitResult, urlsplit
 from hyperlink import EncodedURL
 
 from butler_tw.config.model import TlsSettings, TrustMode
-from butler_tw.config.spec import INVALID, Report, kind_of
+from butler_tw.config.spec import INVALID, Report, did_you_mean, kind_of
+from butler_tw.core.routing import FIELDS
 from butler_tw.intake.sources import Network, parse_entry
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -132,6 +133,32 @@ def retry_schedule(raw: Any, path: str, report: Report) -> Any:
         report.problem(path, "must start with 0: the first attempt is made at once")
         return INVALID
     return tuple(float(s) for s in raw)
+
+
+def routing_rules(raw: Any, path: str, report: Report) -> Any:
+    """``match:`` or ``exclude:``: alert field -> regular expression, each compiled now."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        report.problem(path, f"expected a mapping of alert field to regular expression, got {kind_of(raw)}")
+        return INVALID
+    found: list[tuple[str, re.Pattern[str]]] = []
+    for field, pattern in raw.items():
+        where = f"{path}.{field}"
+        if field not in FIELDS:
+            near = did_you_mean(str(field), list(FIELDS))
+            report.problem(where, f"not an alert field ({near or 'fields: ' + ', '.join(FIELDS)})")
+            continue
+        if not isinstance(pattern, str):
+            report.problem(where, f"expected a regular expression (a string), got {kind_of(pattern)}")
+            continue
+        try:
+            found.append((field, re.compile(pattern)))
+        except re.error as e:
+            report.problem(where, f"not a valid regular expression: {e}")
+    if len(found) != len(raw):
+        return INVALID
+    return tuple(found)
 
 
 def source_entry(item: Any, path: str, report: Report) -> Any:

@@ -96,6 +96,8 @@ def _webhook(rules_on: bool) -> Section:
             "retrySchedule": Anything(rule=rule(rules.retry_schedule)),
             "maxAge": Number(low=1, high=30 * DAY),
             "logFullPath": Bool(default=False),
+            "match": Anything(default=(), rule=rule(rules.routing_rules)),
+            "exclude": Anything(default=(), rule=rule(rules.routing_rules)),
         },
     )
 

@@ -135,6 +135,15 @@ class Admission:
                 block=f"Butler.webhookNotification.{alert.kind.value}.webhooks",
             )
             return
+        webhooks = [w for w in route.webhooks if w.routing.accepts(alert)]
+        if not webhooks:
+            self._drop(
+                alert,
+                "alerts_unrouted",
+                "not sent: no webhook of {block} takes it (their match/exclude rules)",
+                block=f"Butler.webhookNotification.{alert.kind.value}.webhooks",
+            )
+            return
         if not self._limiter.allow(alert):
             self._drop(
                 alert,
@@ -145,7 +154,7 @@ class Admission:
             )
             return
         self._stats.incr("alerts_accepted", alert.kind.value)
-        keys = [w.key for w in route.webhooks]
+        keys = [w.key for w in webhooks]
         self._unstored += 1
         if self._unstored == int(self._config.maxBufferedAlerts * self._config.backpressureThreshold):
             if self._storeLog.allow("backpressure"):

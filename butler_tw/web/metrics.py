@@ -32,6 +32,7 @@ ALERT_OUTCOMES = {
     "alerts_rate_limited": "rate_limited",
     "alerts_not_sent_disabled": "disabled",
     "alerts_no_webhooks": "no_webhooks",
+    "alerts_unrouted": "unrouted",
     "alerts_shed": "shed",
 }
 _ATTEMPT = "attempt_outcome_"

@@ -1659,3 +1659,53 @@ class FileLimitTests(ConfigTestCase):
             """
         )
         self.assertEqual(len(load_config(self.write(text)).webhooks), 2)
+
+
+class RoutingConfigTests(ConfigTestCase):
+    """``match:`` / ``exclude:``: alert field -> regular expression, compiled and checked at load."""
+
+    P = "Butler.webhookNotification.reloadTaskFailure.webhooks[0]"
+
+    def test_built(self) -> None:
+        w = self.only_hook(
+            parse_config(with_hooks(hook(match={"taskName": "^Prod "}, exclude={"hostName": "^dev-"})))
+        )
+        self.assertEqual(w.routing.describe(), "match taskName ~ '^Prod '; exclude hostName ~ '^dev-'")
+
+    def test_defaultTakesEverything(self) -> None:
+        self.assertEqual(self.only_hook(parse_config(with_hooks(hook()))).routing.describe(), "every alert")
+
+    def test_unknownField(self) -> None:
+        self.assertEqual(
+            self.problems(with_hooks(hook(match={"taskname": "x"}))),
+            (f"{self.P}.match.taskname: not an alert field (did you mean 'taskName'?)",),
+        )
+
+    def test_unknownFieldListsTheFields(self) -> None:
+        (problem,) = self.problems(with_hooks(hook(exclude={"severity": "x"})))
+        self.assertEqual(
+            problem,
+            f"{self.P}.exclude.severity: not an alert field (fields: event, hostName, user, taskName, "
+            "taskId, appName, appId, logTimeStamp, logLevel, executionId, logMessage)",
+        )
+
+    def test_badRegex(self) -> None:
+        self.assertEqual(
+            self.problems(with_hooks(hook(match={"taskName": "^(Prod"}))),
+            (
+                f"{self.P}.match.taskName: not a valid regular expression: "
+                "missing ), unterminated subpattern at position 1",
+            ),
+        )
+
+    def test_notAString(self) -> None:
+        self.assertEqual(
+            self.problems(with_hooks(hook(match={"taskName": 5}))),
+            (f"{self.P}.match.taskName: expected a regular expression (a string), got a number (5)",),
+        )
+
+    def test_notAMapping(self) -> None:
+        self.assertEqual(
+            self.problems(with_hooks(hook(exclude=["hostName"]))),
+            (f"{self.P}.exclude: expected a mapping of alert field to regular expression, got a list",),
+        )

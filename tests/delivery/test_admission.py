@@ -16,6 +16,7 @@ from butler_tw.core.stats import Stats
 from butler_tw.delivery.admission import Admission
 from butler_tw.delivery.outbox import Delivery, MemoryOutbox
 from tests.support.daemon import sample_datagrams
+from tests.support.receivers import make_alert
 
 
 class FakeDispatcher:
@@ -188,3 +189,70 @@ class RejectLogTests(SynchronousTestCase):
         self.admission.stop()
         self.assertIn("Dropped 1 more datagram in", self.lines()[-1])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RoutingTests(SynchronousTestCase):
+    """``match:`` / ``exclude:``: production failures page someone, the rest go to chat."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.stats = Stats()
+        self.pager, self.chat = FakeDispatcher(), FakeDispatcher()
+        hooks = [
+            {"webhookURL": "http://h/pager", "httpMethod": "POST", "match": {"taskName": "^Prod "}},
+            {"webhookURL": "http://h/chat", "httpMethod": "POST", "exclude": {"taskName": "^Prod "}},
+            {
+                "webhookURL": "http://h/none",
+                "httpMethod": "POST",
+                "match": {"taskName": "^Prod "},
+                "exclude": {"hostName": "^dev-"},
+            },
+        ]
+        doc = {
+            "Butler": {
+                "udpServerConfig": {"enable": True, "serverHost": "127.0.0.1", "portTaskFailure": 9998},
+                "webhookNotification": {
+                    "enable": True,
+                    "reloadTaskFailure": {"rateLimit": 300, "webhooks": hooks},
+                    "reloadTaskAborted": {
+                        "rateLimit": 300,
+                        "webhooks": [hooks[0]],
+                    },
+                },
+            }
+        }
+        cfg = parse_config(doc)
+        self.limiter = RateLimiter(self.clock, {k: r.rateLimit for k, r in cfg.routes.items()})
+        self.other = FakeDispatcher()
+        self.admission = Admission(
+            cfg,
+            self.clock,
+            MemoryOutbox(),
+            {
+                "reloadTaskFailure.webhooks[0]": self.pager,
+                "reloadTaskFailure.webhooks[1]": self.chat,
+                "reloadTaskFailure.webhooks[2]": self.other,
+                "reloadTaskAborted.webhooks[0]": self.other,
+            },  # type: ignore[dict-item]
+            self.limiter,
+            self.stats,
+            Deduplicator(self.clock, cfg.dedupTtl),
+        )
+
+    def test_eachAlertToTheWebhooksThatTakeIt(self) -> None:
+        self.admission.alert(make_alert(taskName="Prod sales", hostName="dev-1", taskId="t1"))
+        self.admission.alert(make_alert(taskName="Prod sales", hostName="prod-1", taskId="t2"))
+        self.admission.alert(make_alert(taskName="Test sales", taskId="t3"))
+        self.assertEqual([d.alert.taskId for d in self.pager.submitted], ["t1", "t2"])
+        self.assertEqual([d.alert.taskId for d in self.chat.submitted], ["t3"])
+        self.assertEqual([d.alert.taskId for d in self.other.submitted], ["t2"])
+        self.assertEqual(self.stats.get("alerts_accepted"), 3)
+
+    def test_unroutedCountedAndLeavesTheWindowOpen(self) -> None:
+        """An abort no webhook takes is counted as unrouted, not sent, and not rate limited."""
+        alert = make_alert(EventKind.ABORTED, taskName="Test sales")
+        self.admission.alert(alert)
+        self.assertEqual(self.other.submitted, [])
+        self.assertEqual(self.stats.get("alerts_unrouted", "reloadTaskAborted"), 1)
+        self.assertEqual(self.stats.get("alerts_accepted"), 0)
+        self.assertTrue(self.limiter.allow(alert))

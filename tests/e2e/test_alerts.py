@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import sys
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -172,6 +173,40 @@ class EndToEndTests(TestCase):
         self.assertEqual(counts.get("datagrams_distribute"), 1)
         self.assertEqual(counts.get("alerts_accepted"), 7)
         self.assertEqual(counts.get("deliveries_delivered"), 14)
+
+    @inlineCallbacks
+    def test_routing(self) -> Any:
+        """``match:``/``exclude:``: production failures to the pager, the rest to chat, and an
+        alert no webhook takes counted as unrouted."""
+        receiver = listen_http(self)
+        prod = {"taskName": "^Prod "}
+        daemon = Daemon(
+            self,
+            make_config(
+                failure=[
+                    webhook(receiver.url("/pager"), match=prod),
+                    webhook(receiver.url("/chat"), exclude=prod),
+                ],
+                aborted=[webhook(receiver.url("/pager-aborts"), match=prod)],
+            ),
+        )
+        yield daemon.start()
+        daemon.send(
+            datagram("failed", str(uuid.uuid4()), str(uuid.uuid4()), taskName="Prod Finance KPIs"),
+            datagram("failed", str(uuid.uuid4()), str(uuid.uuid4()), taskName="Test Finance KPIs"),
+            datagram("aborted", str(uuid.uuid4()), str(uuid.uuid4()), taskName="Test Finance KPIs"),
+        )
+        yield within(receiver.waitForRequests(2), DEADLINE, "2 deliveries", daemon)
+        yield daemon.waitForOutput(
+            "no webhook of Butler.webhookNotification.reloadTaskAborted.webhooks takes it"
+        )
+        exit = yield daemon.stopCleanly()
+        self.assertEqual(
+            sorted((r.path, json.loads(r.body)["taskName"]) for r in receiver.requests),
+            [("/chat", "Test Finance KPIs"), ("/pager", "Prod Finance KPIs")],
+        )
+        counts = counters(exit.output)
+        self.assertEqual((counts.get("alerts_accepted"), counts.get("alerts_unrouted")), (2, 1))
 
     @inlineCallbacks
     def test_httpsPrivateCA(self) -> Any:
