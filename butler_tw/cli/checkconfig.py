@@ -123,6 +123,7 @@ def describe_config(
                 f"    TLS {tls_words(w, summary=True)}",
                 f"    timeout {duration(w.timeout)}, concurrency {w.concurrency}",
                 f"    attempts at {schedule} after the alert; given up after {duration(w.retry.maxAge)}",
+                f"    takes {w.routing.describe()}",
             ]
     lines += ["", "ignored sections: " + (", ".join(config.ignored) if config.ignored else "none")]
     lines += [f"WARNING: {text}" for text in warnings]

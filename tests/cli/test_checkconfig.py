@@ -39,6 +39,8 @@ class CheckConfigTests(SynchronousTestCase):
                     concurrency=2,
                     retrySchedule=[0, 60],
                     maxAge=600,
+                    match={"taskName": "^Prod "},
+                    exclude={"hostName": "^dev-"},
                 ),
             ],
             aborted=[
@@ -91,6 +93,8 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertIn(
             "    attempts at 0 s, 5 s, 30 s, 2 min, 10 min, 30 min after the alert; given up after 1 h", lines
         )
+        self.assertIn("    takes every alert", lines)
+        self.assertIn("    takes match taskName ~ '^Prod '; exclude hostName ~ '^dev-'", lines)
         self.assertIn("ignored sections: Butler.logLevel", lines)
         outbox = f"{self.stateDir}/outbox.sqlite3"
         self.assertIn(f"stateDir        {self.stateDir} (outbox {outbox}; created at start)", lines)
