@@ -40,9 +40,9 @@ from twisted.python.failure import Failure
 from butler_tw.cli import tryout
 from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
 from butler_tw.core.alert import EventKind
+from butler_tw.core.delivery import Delivery, describe_key
 from butler_tw.core.words import admin_command, count
 from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport
-from butler_tw.delivery.outbox import Delivery, describe_key
 from butler_tw.delivery.replay import plan_replay
 from butler_tw.delivery.stores.sqlite import (
     SELECT_DELIVERIES,

@@ -19,12 +19,13 @@ from butler_tw.config import Config, Webhook
 from butler_tw.config.reloadplan import ReloadPlan
 from butler_tw.core.alert import EventKind
 from butler_tw.core.dedup import Deduplicator
+from butler_tw.core.delivery import Rebinding, removed_key
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import DEFAULT_CONFIG
 from butler_tw.delivery.admission import Admission
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import IOutbox, Rebinding, removed_key
+from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.service import DeliveryService
 from butler_tw.intake.gate import Gate
 from butler_tw.intake.sourcelimit import SourceRateLimit

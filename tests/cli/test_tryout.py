@@ -38,10 +38,10 @@ from butler_tw.cli.main import main, main_on_reactor
 from butler_tw.config import TlsSettings, TrustMode
 from butler_tw.core.alert import EventKind
 from butler_tw.core.redact import redact_url
+from butler_tw.core.retry import Outcome
 from butler_tw.core.wireformat import Parsed, parse
 from butler_tw.core.words import admin_command
 from butler_tw.daemon.startup import EX_CONFIG
-from butler_tw.transport.client import Outcome
 from tests.support import REPO
 from tests.support.daemon import free_udp_port, make_config, webhook
 from tests.support.receivers import (

@@ -11,10 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from butler_tw.config import parse_config
 from butler_tw.core.alert import EventKind
 from butler_tw.core.dedup import Deduplicator
+from butler_tw.core.delivery import Delivery
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.admission import Admission
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from tests.support.daemon import sample_datagrams
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from butler_tw.delivery.outbox import REMOVED
+from butler_tw.core.delivery import REMOVED
 from tests.e2e.test_alerts import counters, datagram
 from tests.e2e.test_faults import cli, execution_of, new_ids
 from tests.support.daemon import (

@@ -16,11 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.config import parse_config
 from butler_tw.core.alert import Alert
+from butler_tw.core.delivery import Delivery
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.daemon.startup import StartupError, allowed_sources
 from butler_tw.delivery.admission import Admission
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.intake.gate import Gate
 from butler_tw.intake.sourcelimit import OTHERS, SourceRateLimit
 from butler_tw.intake.sources import SourceFilter, parse_entry, source_address

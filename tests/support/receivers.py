@@ -45,8 +45,9 @@ from zope.interface import implementer
 
 from butler_tw.config import TlsSettings, Webhook
 from butler_tw.core.alert import Alert, EventKind
+from butler_tw.core.delivery import Delivery
 from butler_tw.core.retry import RetryPolicy
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.transport.client import WebhookClient
 
 HOST = "127.0.0.1"
