@@ -41,6 +41,7 @@ from butler_tw.cli import tryout
 from butler_tw.config import Config, ConfigError, TrustMode, Webhook, load_config
 from butler_tw.core.alert import EventKind
 from butler_tw.core.delivery import Delivery, describe_key
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.words import admin_command, count
 from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport
 from butler_tw.delivery.replay import plan_replay
@@ -52,7 +53,6 @@ from butler_tw.delivery.stores.sqlite import (
     iter_rows,
     replay_dead,
 )
-from butler_tw.intake.sources import SourceFilter
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
 #: Commands that run on the reactor (through :func:`run_on_reactor`).

@@ -17,7 +17,7 @@ from hyperlink import EncodedURL
 
 from butler_tw.config.model import TlsSettings, TrustMode
 from butler_tw.config.spec import INVALID, Report, kind_of
-from butler_tw.intake.sources import Network, parse_entry
+from butler_tw.core.sources import Network, parse_entry
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
 

@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from butler_tw import __version__
 from butler_tw.config import Config
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import count
 from butler_tw.daemon.logsetup import configure as configure_logging
@@ -29,7 +30,7 @@ from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, ch
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.delivery.stores.sqlite import SqliteOutbox, StoreError, connect, db_path
-from butler_tw.intake.sources import RESOLVE_EVERY, SourceFilter
+from butler_tw.intake.resolve import RESOLVE_EVERY
 from butler_tw.intake.udp import LogAppenderProtocol
 from butler_tw.web.health import WebhookState, report
 from butler_tw.web.metrics import ButlerCollector, registry_for, webhook_labels

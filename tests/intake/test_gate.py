@@ -18,13 +18,14 @@ from butler_tw.config import parse_config
 from butler_tw.core.alert import Alert
 from butler_tw.core.delivery import Delivery
 from butler_tw.core.ratelimit import RateLimiter
+from butler_tw.core.sources import SourceFilter, parse_entry, source_address
 from butler_tw.core.stats import Stats
-from butler_tw.daemon.startup import StartupError, allowed_sources
+from butler_tw.daemon.startup import StartupError, allowed_sources, resolve_sources
 from butler_tw.delivery.admission import Admission
 from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.intake.gate import Gate
+from butler_tw.intake.resolve import refresh, resolve_all, update
 from butler_tw.intake.sourcelimit import OTHERS, SourceRateLimit
-from butler_tw.intake.sources import SourceFilter, parse_entry, source_address
 from tests.delivery.test_admission import FakeDispatcher, config
 from tests.support.daemon import sample_datagrams
 
@@ -87,7 +88,9 @@ class SourceFilterTests(SynchronousTestCase):
         f = sources("sense-01.lab")
         self.assertFalse(f.usable())
         self.assertFalse(f.allows("10.0.0.7"))
-        self.assertEqual(f.resolve_now(lambda name: ["10.0.0.7", "fe80::7"]), {})
+        resolved, failed = resolve_all(f.names, lambda name: ["10.0.0.7", "fe80::7"])
+        self.assertEqual(failed, {})
+        update(f, resolved)
         self.assertTrue(f.usable())
         self.assertTrue(f.allows("10.0.0.7"))
         self.assertTrue(f.allows("fe80::7"))
@@ -97,34 +100,38 @@ class SourceFilterTests(SynchronousTestCase):
             raise OSError(-2, "Name or service not known")
 
         f = sources("gone.lab", "10.0.0.1")
-        self.assertEqual(f.resolve_now(resolve), {"gone.lab": "Name or service not known"})
+        resolved, failed = resolve_all(f.names, resolve)
+        self.assertEqual(failed, {"gone.lab": "Name or service not known"})
+        update(f, resolved)
         self.assertTrue(f.usable())  # the address still is
         self.assertEqual(f.unresolved(), ["gone.lab"])
 
     def test_refreshFollowsDnsAndKeepsLastOnFailure(self) -> None:
         f = sources("sense-01.lab", resolved={"sense-01.lab": ["10.0.0.7"]})
-        f.refresh(lambda name: succeed(["10.0.0.8"]))
+        refresh(f, lambda name: succeed(["10.0.0.8"]))
         self.assertTrue(f.allows("10.0.0.8"))
         self.assertFalse(f.allows("10.0.0.7"))
-        f.refresh(lambda name: fail(OSError(-3, "Temporary failure in name resolution")))
+        refresh(f, lambda name: fail(OSError(-3, "Temporary failure in name resolution")))
         self.assertTrue(f.allows("10.0.0.8"))  # neither opened nor closed by a DNS hiccup
 
 
 class FailClosedTests(SynchronousTestCase):
     def test_noUsableEntryRefusesToStart(self) -> None:
         cfg = config(enableSourceValidation=True, allowedSources=["no-such-host.invalid"])
-        e = self.assertRaises(StartupError, allowed_sources, cfg)
+        e = self.assertRaises(StartupError, allowed_sources, resolve_sources(cfg))
         (problem,) = e.problems
         self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", problem)
         self.assertIn("no-such-host.invalid", problem)
 
     def test_offMeansNoFilter(self) -> None:
-        self.assertEqual(allowed_sources(config(allowedSources=["10.0.0.1"])), (None, {}))
+        loaded = resolve_sources(config(allowedSources=["10.0.0.1"]))
+        self.assertEqual((allowed_sources(loaded), loaded.unresolved), (None, {}))
 
     def test_localhostResolves(self) -> None:
-        f, unresolved = allowed_sources(
+        loaded = resolve_sources(
             config(enableSourceValidation=True, allowedSources=["localhost", "gone.invalid"])
         )
+        f, unresolved = allowed_sources(loaded), loaded.unresolved
         assert f is not None
         self.assertTrue(f.allows("127.0.0.1"))
         self.assertEqual(list(unresolved), ["gone.invalid"])
