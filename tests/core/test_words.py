@@ -13,7 +13,7 @@ from butler_tw.core.stats import Stats
 from butler_tw.core.words import DEFAULT_CONFIG, admin_command, count
 from butler_tw.delivery.service import DeliveryService
 from butler_tw.delivery.stores.memory import MemoryOutbox
-from tests.intake.test_gate import LogCapture
+from tests.support.logs import LogCapture
 from tests.support.receivers import make_alert
 
 

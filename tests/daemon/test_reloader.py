@@ -26,7 +26,7 @@ from butler_tw.daemon.pipeline import Pipeline
 from butler_tw.daemon.reloader import KEEPING, Reloader
 from butler_tw.daemon.startup import Loaded, read_config
 from butler_tw.delivery.stores.memory import MemoryOutbox
-from tests.e2e.test_alerts import datagram
+from tests.support.alerts import datagram
 
 FAIL = "reloadTaskFailure"
 

@@ -1,6 +1,6 @@
 """The intake gate: allow-list, per-source rate limit, size limit, throttled warnings; and shedding.
 
-Unit tests on a fake clock; ``tests.test_faults`` and ``tests.test_e2e`` run
+Unit tests on a fake clock; ``tests.e2e.test_faults`` and ``tests.e2e.test_alerts`` run
 the same rules against the real daemon.
 """
 
@@ -11,7 +11,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.config import parse_config
@@ -26,8 +25,9 @@ from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.intake.gate import Gate
 from butler_tw.intake.resolve import refresh, resolve_all, update
 from butler_tw.intake.sourcelimit import OTHERS, SourceRateLimit
-from tests.delivery.test_admission import FakeDispatcher, config
+from tests.support.admission import FakeDispatcher, config
 from tests.support.daemon import sample_datagrams
+from tests.support.logs import LogCapture
 
 GOOD = sample_datagrams()[0]
 
@@ -37,17 +37,6 @@ def sources(*entries: str, resolved: dict[str, list[str]] | None = None) -> Sour
     if resolved is not None:
         f.update(resolved)
     return f
-
-
-class LogCapture:
-    def __init__(self, test: SynchronousTestCase, namespace: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.namespace = namespace
-        globalLogPublisher.addObserver(self.events.append)
-        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def lines(self) -> list[str]:
-        return [formatEvent(e) for e in self.events if e.get("log_namespace") == self.namespace]
 
 
 class SourceFilterTests(SynchronousTestCase):

@@ -26,9 +26,11 @@ outbox whose states can be awaited), :func:`write_pems`,
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any, Iterable, Sequence
+from urllib.parse import parse_qs
 
 import attrs
 import trustme
@@ -547,3 +549,10 @@ __all__: Iterable[str] = (
     "tls_settings_for",
     "write_pems",
 )
+
+
+def execution_of(request: RecordedRequest) -> str:
+    """The ``executionId`` an alert request carries (JSON body, or query for GET)."""
+    if request.method == "GET":
+        return parse_qs(request.query)["executionId"][0]
+    return json.loads(request.body)["executionId"]  # type: ignore[no-any-return]

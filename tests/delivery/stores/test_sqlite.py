@@ -17,7 +17,7 @@ from butler_tw.core.delivery import REMOVED, Rebinding, State, describe_key, mat
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.delivery.stores.sqlite import DB_NAME, SCHEMA, SqliteOutbox, StoreError, alert_to_json, connect
-from tests.core.test_dedup import ALERT
+from tests.support.alerts import ALERT
 
 
 def alert(i: int):  # type: ignore[no-untyped-def]
