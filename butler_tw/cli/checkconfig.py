@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 from butler_tw.cli.text import duration, tls_words
 from butler_tw.config import Config
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.words import count
 from butler_tw.daemon.startup import EX_CONFIG, StartupError, check, hostport
 from butler_tw.delivery.stores.sqlite import db_path
-from butler_tw.intake.sources import SourceFilter
 
 
 def check_config(path: str, out: TextIO, err: TextIO, reload: bool = False) -> int:

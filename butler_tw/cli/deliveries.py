@@ -18,9 +18,9 @@ from typing import Sequence, TextIO
 from butler_tw.cli.sendtest import select_webhooks
 from butler_tw.cli.text import format_table
 from butler_tw.config import Config
+from butler_tw.core.delivery import Delivery, State, describe_key
 from butler_tw.core.words import admin_command, count
 from butler_tw.daemon.startup import DEFAULT_CONFIG
-from butler_tw.delivery.outbox import Delivery, State, describe_key
 from butler_tw.delivery.replay import plan_replay
 from butler_tw.delivery.stores import sqlite
 

@@ -20,9 +20,9 @@ from butler_tw.cli.text import format_table, host_name, tls_mode, tls_words
 from butler_tw.config import Config, TrustMode, Webhook
 from butler_tw.core import words
 from butler_tw.core.alert import Alert, EventKind
-from butler_tw.core.retry import hint_for_status
+from butler_tw.core.retry import Outcome, hint_for_status
 from butler_tw.core.wireformat import qlik_timestamp
-from butler_tw.transport.client import Outcome, WebhookClient
+from butler_tw.transport.client import WebhookClient
 
 #: The taskId of every ``send-test`` alert: recognisably not a real task.
 TEST_TASK_ID = "7e57a1e7-0000-4000-8000-b7e57a1e7000"

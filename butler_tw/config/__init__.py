@@ -9,7 +9,13 @@ ignored.
 - :mod:`~butler_tw.config.schema`: the keys, types, defaults and rules, as a table;
 - :mod:`~butler_tw.config.spec`: the table's building blocks and the walk that checks a document;
 - :mod:`~butler_tw.config.rules`: the checks a shape cannot express (URLs, CA files, ...);
-- :mod:`~butler_tw.config.build`: a checked document to a :class:`Config`.
+- :mod:`~butler_tw.config.build`: a checked document to a :class:`Config`;
+- :mod:`~butler_tw.config.reloadplan`: what a reload from one :class:`Config` to another changes.
+
+Imports core only, and loads no reactor, Deferred or logger when imported
+(``tests/core/test_purity.py`` checks it). Validating is not quite pure: a
+``certCA`` file is read with OpenSSL, and ``http.listen`` is parsed with a
+stand-in reactor, both imported where they are needed.
 """
 
 from butler_tw.config.build import load_config, parse_config

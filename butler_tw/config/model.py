@@ -18,7 +18,7 @@ from butler_tw.core.alert import EventKind
 from butler_tw.core.redact import redact_url
 from butler_tw.core.retry import RetryPolicy
 from butler_tw.core.routing import Routing
-from butler_tw.intake.sources import Network
+from butler_tw.core.sources import Network
 
 DEFAULT_RATE_LIMIT = 300.0
 DEFAULT_TIMEOUT = 10.0

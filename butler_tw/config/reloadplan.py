@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from butler_tw.config import Config, TlsSettings, Webhook
+from butler_tw.core.delivery import Rebinding, match_webhooks
 from butler_tw.core.words import count
-from butler_tw.delivery.outbox import Rebinding, match_webhooks
 
 
 @attrs.frozen
@@ -85,7 +85,7 @@ class ReloadPlan:
 def plan_reload(running: Config, new: Config, started: Config | None = None) -> ReloadPlan:
     """Compare the running configuration with a newly read one.
 
-    Webhooks are paired by :func:`~butler_tw.outbox.match_webhooks`, the
+    Webhooks are paired by :func:`~butler_tw.core.delivery.match_webhooks`, the
     pairing the outbox makes on disk, so the deliveries in memory go where
     their rows go.
 

@@ -18,7 +18,7 @@ from hyperlink import EncodedURL
 from butler_tw.config.model import TlsSettings, TrustMode
 from butler_tw.config.spec import INVALID, Report, did_you_mean, kind_of
 from butler_tw.core.routing import FIELDS
-from butler_tw.intake.sources import Network, parse_entry
+from butler_tw.core.sources import Network, parse_entry
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
 

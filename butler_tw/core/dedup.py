@@ -11,11 +11,12 @@ TTL, so insertion order is expiry order).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable
-
-from twisted.internet.interfaces import IReactorTime
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from butler_tw.core.alert import Alert, EventKind
+
+if TYPE_CHECKING:  # annotations only: importing Twisted would load socket and ssl
+    from twisted.internet.interfaces import IReactorTime
 
 #: (kind, taskId, executionId), the ids lower-cased.
 Key = tuple[EventKind, str, str]

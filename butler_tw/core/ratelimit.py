@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from operator import itemgetter
-from typing import Callable, Iterable, Mapping
-
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from butler_tw.core.alert import Alert, EventKind
+
+if TYPE_CHECKING:  # annotations only: importing Twisted would load socket and ssl
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
 class RateLimiter:

@@ -38,6 +38,45 @@ def verdict_for_status(status: int) -> Verdict:
     return Verdict.PERMANENT
 
 
+@attrs.frozen
+class Outcome:
+    """What one attempt came to. Safe to log: holds no URL or header value.
+
+    :ivar status: the HTTP status, when a response came.
+    :ivar error: what went wrong, when no usable response came.
+    """
+
+    status: int | None = None
+    error: str | None = None
+    retryAfter: float | None = None
+    tlsFailure: bool = False
+    timedOut: bool = False
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.status is not None:
+            return verdict_for_status(self.status)
+        return Verdict.RETRY
+
+    @property
+    def kind(self) -> str:
+        """The outcome in one word, for metrics: delivered, retry, permanent_failure, timeout, tls_error."""
+        if self.tlsFailure:
+            return "tls_error"
+        if self.timedOut:
+            return "timeout"
+        return {
+            Verdict.DELIVERED: "delivered",
+            Verdict.RETRY: "retry",
+            Verdict.PERMANENT: "permanent_failure",
+        }[self.verdict]
+
+    def describe(self) -> str:
+        if self.status is not None:
+            return f"HTTP {self.status}"
+        return self.error or "failed"
+
+
 def hint_for_status(status: int) -> str:
     """A short hint for the log line of a failed attempt, for the 3 a.m. reader."""
     if 300 <= status < 400:

@@ -12,9 +12,10 @@ if nothing else arrives. Clock injected.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+if TYPE_CHECKING:  # annotations only: importing Twisted would load socket and ssl
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 #: Where keys go once a period has seen ``maxKeys`` distinct ones.
 OVERFLOW: tuple[str, str] = ("*", "other sources")

@@ -19,16 +19,18 @@ from butler_tw.config import Config, Webhook
 from butler_tw.config.reloadplan import ReloadPlan
 from butler_tw.core.alert import EventKind
 from butler_tw.core.dedup import Deduplicator
+from butler_tw.core.delivery import Rebinding, removed_key
 from butler_tw.core.ratelimit import RateLimiter
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import DEFAULT_CONFIG
 from butler_tw.delivery.admission import Admission
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import IOutbox, Rebinding, removed_key
+from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.service import DeliveryService
 from butler_tw.intake.gate import Gate
+from butler_tw.intake.resolve import refresh, resolve_blocking
 from butler_tw.intake.sourcelimit import SourceRateLimit
-from butler_tw.intake.sources import SourceFilter, resolve_blocking
 from butler_tw.transport.client import WebhookClient
 
 
@@ -150,4 +152,4 @@ class Pipeline:
         """Resolve the allow-list's host names again, off the reactor thread (every few minutes)."""
         if self.sources is None or not self.sources.names:
             return None
-        return self.sources.refresh(lambda name: threads.deferToThread(resolve_blocking, name))
+        return refresh(self.sources, lambda name: threads.deferToThread(resolve_blocking, name))

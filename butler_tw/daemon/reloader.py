@@ -13,59 +13,20 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from butler_tw.config import Config, ConfigError, load_config
+from butler_tw.config import ConfigError
 from butler_tw.config.reloadplan import new_warnings, plan_reload, restart_warnings, summary
 from butler_tw.core.words import count
 from butler_tw.daemon.pipeline import Pipeline
-from butler_tw.intake.sources import SourceFilter, resolve_all, unusable
+from butler_tw.daemon.startup import Loaded, StartupError, allowed_sources, read_config
 
 log = Logger(namespace="butler_tw.reload")
 
 KEEPING = "keeping the running configuration"
-
-
-@attrs.frozen
-class Loaded:
-    """A config file read and checked, with its allowed source names resolved."""
-
-    config: Config
-    resolved: dict[str, list[str]] = attrs.field(factory=dict)
-    unresolved: dict[str, str] = attrs.field(factory=dict)
-
-
-def read_config(path: str) -> Loaded:
-    """Read and validate ``path`` and resolve the names it allows. Blocks: run it in a thread.
-
-    :raises ConfigError: naming every problem.
-    """
-    config = load_config(path)
-    if not config.sourceValidation:
-        return Loaded(config)
-    resolved, unresolved = resolve_all(e for e in config.allowedSources if isinstance(e, str))
-    return Loaded(config, resolved, unresolved)
-
-
-def allowed_sources(loaded: Loaded, previous: SourceFilter | None) -> SourceFilter | None:
-    """The allow-list of a reloaded config, or ``None`` when source validation is off.
-
-    A name that did not resolve now keeps the addresses ``previous`` had
-    for it. Fails closed, as at start-up.
-
-    :raises ConfigError: when validation is on and no entry is usable.
-    """
-    if not loaded.config.sourceValidation:
-        return None
-    sources = SourceFilter.from_entries(loaded.config.allowedSources, previous)
-    sources.update(loaded.resolved)
-    if not sources.usable():
-        raise ConfigError("config", [unusable(loaded.unresolved)])
-    return sources
 
 
 class Reloader(Service):
@@ -166,7 +127,7 @@ class Reloader(Service):
         try:
             loaded = yield self._inThread(self._read, self._path)
             sources = allowed_sources(loaded, self._pipeline.sources)
-        except ConfigError as e:
+        except (ConfigError, StartupError) as e:  # StartupError: no allowed source is usable
             self._refuse(e)
             return
         if not self.running:
@@ -187,7 +148,7 @@ class Reloader(Service):
                 why=why,
             )
 
-    def _refuse(self, error: ConfigError) -> None:
+    def _refuse(self, error: ConfigError | StartupError) -> None:
         log.error(
             "Not reloading {path}: {problems} in the configuration; {keeping}",
             path=self._path,

@@ -40,9 +40,10 @@ import attrs
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 
 from butler_tw.config import Config, ConfigError, load_config
+from butler_tw.core.sources import SourceFilter, unusable
 from butler_tw.core.words import DEFAULT_CONFIG
 from butler_tw.delivery.stores.sqlite import db_path, unusable_database
-from butler_tw.intake.sources import SourceFilter, unusable
+from butler_tw.intake import resolve
 
 #: Exit status for a configuration the daemon cannot start with (sysexits.h ``EX_CONFIG``).
 EX_CONFIG = 78
@@ -105,9 +106,9 @@ def preflight(config: Config, *, listen: bool = True, stateDir: bool = True) -> 
     except StartupError as e:
         problems += e.problems
     sources: SourceFilter | None = None
-    unresolved: dict[str, str] = {}
+    loaded = resolve_sources(config)
     try:
-        sources, unresolved = allowed_sources(config)
+        sources = allowed_sources(loaded)
     except StartupError as e:
         problems += e.problems
     if listen and address is not None:
@@ -118,7 +119,7 @@ def preflight(config: Config, *, listen: bool = True, stateDir: bool = True) -> 
         problems += state_problems(config.stateDir)
     if problems or address is None:
         raise StartupError(problems)
-    return Checked(config=config, udpAddress=address, sources=sources, unresolved=unresolved)
+    return Checked(config=config, udpAddress=address, sources=sources, unresolved=dict(loaded.unresolved))
 
 
 def resolve_listen_host(host: str) -> str:
@@ -137,22 +138,53 @@ def resolve_listen_host(host: str) -> str:
     return str(info[0][4][0])
 
 
-def allowed_sources(config: Config) -> tuple[SourceFilter | None, dict[str, str]]:
-    """The allow-list with its host names resolved (None when validation is off),
-    and the names that do not resolve now -> why.
+@attrs.frozen
+class Loaded:
+    """A config with its allowed source names resolved (none when source validation is off).
 
-    Fails closed: validation on with no address usable (every name failed to
-    resolve) is a start-up error, where Butler would quietly accept everyone.
+    :ivar resolved: name -> the addresses it resolved to.
+    :ivar unresolved: name -> why it did not resolve.
+    """
+
+    config: Config
+    resolved: dict[str, list[str]] = attrs.field(factory=dict)
+    unresolved: dict[str, str] = attrs.field(factory=dict)
+
+
+def resolve_sources(config: Config) -> Loaded:
+    """``config`` with the host names of its allow-list resolved. Blocks: at start-up, or in a thread."""
+    if not config.sourceValidation:
+        return Loaded(config)
+    resolved, unresolved = resolve.resolve_all(e for e in config.allowedSources if isinstance(e, str))
+    return Loaded(config, resolved, unresolved)
+
+
+def read_config(path: str) -> Loaded:
+    """Read and validate ``path`` and resolve the names it allows. Blocks: run it in a thread.
+
+    :raises ConfigError: naming every problem.
+    """
+    return resolve_sources(load_config(path))
+
+
+def allowed_sources(loaded: Loaded, previous: SourceFilter | None = None) -> SourceFilter | None:
+    """The allow-list of ``loaded`` with its names resolved, or ``None`` when source validation is off.
+
+    The one function for a start and a reload: a name that did not resolve
+    now keeps the addresses ``previous`` (the running allow-list, at a
+    reload) had for it. Fails closed: validation on with no address usable
+    (every name failed to resolve) is an error, where Butler would quietly
+    accept everyone.
 
     :raises StartupError: if no entry is usable.
     """
-    if not config.sourceValidation:
-        return None, {}
-    sources = SourceFilter.from_entries(config.allowedSources)
-    failed = sources.resolve_now()
+    if not loaded.config.sourceValidation:
+        return None
+    sources = SourceFilter.from_entries(loaded.config.allowedSources, previous)
+    resolve.update(sources, loaded.resolved)
     if not sources.usable():
-        raise StartupError([unusable(failed)])
-    return sources, dict(failed)
+        raise StartupError([unusable(loaded.unresolved)])
+    return sources
 
 
 # --------------------------------------------------------------------------
@@ -303,11 +335,14 @@ __all__ = [
     "DEFAULT_CONFIG",
     "EX_CONFIG",
     "Checked",
+    "Loaded",
     "StartupError",
     "allowed_sources",
     "check",
     "hostport",
     "listen_problem",
     "preflight",
+    "read_config",
     "resolve_listen_host",
+    "resolve_sources",
 ]

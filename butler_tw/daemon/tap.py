@@ -1,9 +1,9 @@
 """``twistd butler-webhook``: options, start-up checks, and the service tree.
 
-The start-up checks (:func:`butler_tw.startup.check`, the same as
+The start-up checks (:func:`butler_tw.daemon.startup.check`, the same as
 ``butler-tw check-config``'s) run in ``Options.postOptions``, before twistd
 daemonises, so that every problem is printed on the terminal, one line each,
-and the exit status is :data:`~butler_tw.startup.EX_CONFIG`.
+and the exit status is :data:`~butler_tw.daemon.startup.EX_CONFIG`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from twisted.python import usage
 
 from butler_tw import __version__
 from butler_tw.config import Config
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import count
 from butler_tw.daemon.logsetup import configure as configure_logging
 from butler_tw.daemon.pipeline import Pipeline
 from butler_tw.daemon.reloader import Reloader
 from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG, StartupError, check, hostport, listen_problem
-from butler_tw.delivery.outbox import IOutbox, MemoryOutbox
+from butler_tw.delivery.outbox import IOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.delivery.stores.sqlite import SqliteOutbox, StoreError, connect, db_path
-from butler_tw.intake.sources import RESOLVE_EVERY, SourceFilter
+from butler_tw.intake.resolve import RESOLVE_EVERY
 from butler_tw.intake.udp import LogAppenderProtocol
 from butler_tw.web.health import WebhookState, report
 from butler_tw.web.metrics import ButlerCollector, registry_for, webhook_labels

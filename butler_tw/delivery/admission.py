@@ -10,13 +10,14 @@ from twisted.logger import Logger
 from butler_tw.config import Config
 from butler_tw.core.alert import Alert
 from butler_tw.core.dedup import Deduplicator
+from butler_tw.core.delivery import Delivery, State
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.core.throttle import OVERFLOW, LogThrottle
 from butler_tw.core.wireformat import Ignored, Parsed, parse
 from butler_tw.core.words import DEFAULT_CONFIG, admin_command, count
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import Delivery, IOutbox, State
+from butler_tw.delivery.outbox import IOutbox
 from butler_tw.intake.gate import Gate
 
 log = Logger(namespace="butler_tw.notifier")

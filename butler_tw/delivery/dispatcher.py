@@ -19,11 +19,11 @@ from twisted.logger import Logger
 
 from butler_tw.channels.butler import Request, build_request
 from butler_tw.config import Webhook
-from butler_tw.core.retry import Verdict, hint_for_status
+from butler_tw.core.delivery import REMOVED, Delivery, State, removed_key
+from butler_tw.core.retry import Outcome, Verdict, hint_for_status
 from butler_tw.core.stats import Stats
-from butler_tw.delivery.outbox import REMOVED, Delivery, IOutbox, State, removed_key
-from butler_tw.transport.client import Outcome
-from butler_tw.web.health import WebhookHealth
+from butler_tw.delivery.attempts import WebhookHealth
+from butler_tw.delivery.outbox import IOutbox
 
 log = Logger(namespace="butler_tw.delivery")
 
@@ -289,7 +289,7 @@ class Dispatcher:
         a retry they need is the successor's. Anything submitted here later
         (an alert stored just before the reload) is passed on the same way.
         Without a successor, each delivery ends as a dead letter
-        (:data:`~butler_tw.outbox.REMOVED`), unless an attempt in flight
+        (:data:`~butler_tw.core.delivery.REMOVED`), unless an attempt in flight
         delivers it. The outbox is rebound before this is called, so every
         record uses the key the delivery has now.
 

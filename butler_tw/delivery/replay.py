@@ -22,7 +22,7 @@ from typing import AbstractSet, Mapping, Sequence
 import attrs
 
 from butler_tw.config import Webhook
-from butler_tw.delivery.outbox import Delivery, describe_key, match_webhooks, removed_key, shown_key
+from butler_tw.core.delivery import Delivery, describe_key, match_webhooks, removed_key, shown_key
 
 _REMOVED = "@removed-"
 

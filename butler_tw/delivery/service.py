@@ -18,11 +18,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from butler_tw.core.dedup import Deduplicator
+from butler_tw.core.delivery import Rebinding, State, describe_key
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import DEFAULT_CONFIG, admin_command, count
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import IOutbox, Rebinding, State, describe_key
+from butler_tw.delivery.outbox import IOutbox
 from butler_tw.transport.client import WebhookClient
 
 log = Logger(namespace="butler_tw.service")

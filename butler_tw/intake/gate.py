@@ -13,12 +13,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from butler_tw.core.alert import fingerprint
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.stats import Stats
 from butler_tw.core.throttle import LogThrottle
 from butler_tw.core.wireformat import Rejected
 from butler_tw.core.words import count
 from butler_tw.intake.sourcelimit import SourceRateLimit
-from butler_tw.intake.sources import SourceFilter
 
 log = Logger(namespace="butler_tw.gate")
 

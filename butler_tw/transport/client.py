@@ -14,7 +14,6 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import attrs
 from hyperlink import EncodedURL
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -29,7 +28,7 @@ from twisted.web.iweb import IResponse
 
 from butler_tw.channels.butler import Request
 from butler_tw.config import Webhook
-from butler_tw.core.retry import Verdict, parse_retry_after, verdict_for_status
+from butler_tw.core.retry import Outcome, parse_retry_after
 from butler_tw.transport.tls import policy_for
 
 #: Most bytes of a response body that are read; the rest is discarded.
@@ -38,45 +37,6 @@ MAX_RESPONSE_BODY = 64 * 1024
 #: than the 5 s of Node and Apache, so a POST never meets a connection the
 #: server has just closed (the Agent does not retry a POST on one).
 IDLE_CONNECTION_TIMEOUT = 4.0
-
-
-@attrs.frozen
-class Outcome:
-    """What one attempt came to. Safe to log: holds no URL or header value.
-
-    :ivar status: the HTTP status, when a response came.
-    :ivar error: what went wrong, when no usable response came.
-    """
-
-    status: int | None = None
-    error: str | None = None
-    retryAfter: float | None = None
-    tlsFailure: bool = False
-    timedOut: bool = False
-
-    @property
-    def verdict(self) -> Verdict:
-        if self.status is not None:
-            return verdict_for_status(self.status)
-        return Verdict.RETRY
-
-    @property
-    def kind(self) -> str:
-        """The outcome in one word, for metrics: delivered, retry, permanent_failure, timeout, tls_error."""
-        if self.tlsFailure:
-            return "tls_error"
-        if self.timedOut:
-            return "timeout"
-        return {
-            Verdict.DELIVERED: "delivered",
-            Verdict.RETRY: "retry",
-            Verdict.PERMANENT: "permanent_failure",
-        }[self.verdict]
-
-    def describe(self) -> str:
-        if self.status is not None:
-            return f"HTTP {self.status}"
-        return self.error or "failed"
 
 
 class _QuietHTTP11ClientFactory(webclient._HTTP11ClientFactory):

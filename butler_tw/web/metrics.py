@@ -21,9 +21,9 @@ from prometheus_client.utils import floatToGoString
 
 from butler_tw import __version__
 from butler_tw.config import Webhook
+from butler_tw.core.delivery import describe_key
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import describe_key
 
 #: Stats counter -> the ``outcome`` label of butler_tw_alerts_total.
 ALERT_OUTCOMES = {

@@ -20,8 +20,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from butler_tw.core.delivery import Delivery, State, shown_key
 from butler_tw.daemon.startup import EX_CONFIG, listen_problem
-from butler_tw.delivery.outbox import Delivery, IOutbox, State, shown_key
+from butler_tw.delivery.outbox import IOutbox
 from butler_tw.web.health import iso
 
 log = Logger(namespace="butler_tw.web")

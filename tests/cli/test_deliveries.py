@@ -18,9 +18,9 @@ from twisted.trial.unittest import TestCase
 
 from butler_tw.cli.main import main
 from butler_tw.config import load_config
-from butler_tw.delivery.outbox import State
+from butler_tw.core.delivery import State
 from butler_tw.delivery.stores.sqlite import DB_NAME, SqliteOutbox
-from tests.core.test_dedup import ALERT
+from tests.support.alerts import ALERT
 
 KEY0, KEY1, KEY2 = (f"reloadTaskFailure.webhooks[{i}]" for i in range(3))
 

@@ -21,7 +21,7 @@ from twisted.web.client import HTTPConnectionPool
 from butler_tw.channels.butler import build_request
 from butler_tw.cli import receive, sendtest
 from butler_tw.config import TlsSettings, TrustMode
-from butler_tw.transport.client import Outcome
+from butler_tw.core.retry import Outcome
 from tests.support.cli import run_command, write_config
 from tests.support.daemon import make_config, webhook
 from tests.support.processes import Collect, kill, subprocess_env

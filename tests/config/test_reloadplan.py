@@ -18,7 +18,7 @@ from butler_tw.config.reloadplan import (
     restart_warnings,
     summary,
 )
-from butler_tw.delivery.outbox import Rebinding, match_webhooks
+from butler_tw.core.delivery import Rebinding, match_webhooks
 
 FAIL = "reloadTaskFailure"
 ABORT = "reloadTaskAborted"

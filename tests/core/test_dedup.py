@@ -6,22 +6,9 @@ import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from butler_tw.core.alert import Alert, EventKind
+from butler_tw.core.alert import EventKind
 from butler_tw.core.dedup import Deduplicator
-
-ALERT = Alert(
-    kind=EventKind.FAILED,
-    hostName="h",
-    user="D\\u",
-    taskName="t",
-    taskId="dec2a02a-1680-44ef-8dc2-e2bfb180af87",
-    appName="a",
-    appId="",
-    logTimeStamp="2021-02-16 09:24:59,099",
-    logLevel="INFO",
-    executionId="14a81bf5-f81c-4047-b1a1-193b0920de28",
-    logMessage="Max retries reached",
-)
+from tests.support.alerts import ALERT
 
 
 class DeduplicatorTests(SynchronousTestCase):

@@ -7,12 +7,13 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from butler_tw.core.delivery import Delivery, Rebinding
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import DEFAULT_CONFIG, admin_command, count
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox, Rebinding
 from butler_tw.delivery.service import DeliveryService
-from tests.intake.test_gate import LogCapture
+from butler_tw.delivery.stores.memory import MemoryOutbox
+from tests.support.logs import LogCapture
 from tests.support.receivers import make_alert
 
 

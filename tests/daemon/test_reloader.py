@@ -18,13 +18,15 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from butler_tw.config import load_config
+from butler_tw.core.delivery import State
+from butler_tw.core.sources import SourceFilter
 from butler_tw.core.stats import Stats
 from butler_tw.daemon.logsetup import LIFECYCLE
 from butler_tw.daemon.pipeline import Pipeline
-from butler_tw.daemon.reloader import KEEPING, Loaded, Reloader, read_config
-from butler_tw.delivery.outbox import MemoryOutbox, State
-from butler_tw.intake.sources import SourceFilter
-from tests.e2e.test_alerts import datagram
+from butler_tw.daemon.reloader import KEEPING, Reloader
+from butler_tw.daemon.startup import Loaded, read_config
+from butler_tw.delivery.stores.memory import MemoryOutbox
+from tests.support.alerts import datagram
 
 FAIL = "reloadTaskFailure"
 

@@ -1,4 +1,4 @@
-"""The start-up checks (:mod:`butler_tw.startup`): real sockets, real directories, nothing changed."""
+"""The start-up checks (:mod:`butler_tw.daemon.startup`): real sockets, real directories, nothing changed."""
 
 from __future__ import annotations
 

@@ -14,39 +14,10 @@ from butler_tw.core.dedup import Deduplicator
 from butler_tw.core.ratelimit import RateLimiter
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.admission import Admission
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
+from tests.support.admission import FakeDispatcher, config
 from tests.support.daemon import sample_datagrams
 from tests.support.receivers import make_alert
-
-
-class FakeDispatcher:
-    def __init__(self) -> None:
-        self.submitted: list[Delivery] = []
-
-    def submit(self, delivery: Delivery) -> None:
-        self.submitted.append(delivery)
-
-
-def config(rateLimit: float = 300, **udp: Any):  # type: ignore[no-untyped-def]
-    return parse_config(
-        {
-            "Butler": {
-                "udpServerConfig": {
-                    "enable": True,
-                    "serverHost": "127.0.0.1",
-                    "portTaskFailure": 9998,
-                    **udp,
-                },
-                "webhookNotification": {
-                    "enable": True,
-                    "reloadTaskFailure": {
-                        "rateLimit": rateLimit,
-                        "webhooks": [{"webhookURL": "http://h/a", "httpMethod": "POST"}],
-                    },
-                },
-            }
-        }
-    )
 
 
 class AdmissionTests(SynchronousTestCase):

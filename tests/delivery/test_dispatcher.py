@@ -12,11 +12,12 @@ from zope.interface.verify import verifyObject
 
 from butler_tw.channels.butler import Request
 from butler_tw.core.alert import Alert
-from butler_tw.core.retry import RetryPolicy
+from butler_tw.core.delivery import REMOVED, Delivery, State, removed_key
+from butler_tw.core.retry import Outcome, RetryPolicy
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import REMOVED, Delivery, IOutbox, MemoryOutbox, State, removed_key
-from butler_tw.transport.client import Outcome
+from butler_tw.delivery.outbox import IOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from tests.support.receivers import (
     RecordingOutbox,
     Reply,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from butler_tw.delivery.outbox import Delivery, State, removed_key
+from butler_tw.core.delivery import Delivery, State, removed_key
 from butler_tw.delivery.replay import DUPLICATE, NOT_BOUND, NOWHERE, UNKNOWN, Decision, plan_replay
 from tests.support.receivers import make_alert, make_webhook
 

@@ -10,10 +10,8 @@ cleanup.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -27,14 +25,15 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from butler_tw.daemon.startup import EX_CONFIG
+from tests.support.alerts import datagram
 from tests.support.daemon import (
     HOST,
     LISTENING,
     READY,
     REPO,
-    STOPPED,
     Daemon,
     Exit,
+    counters,
     make_config,
     sample_datagrams,
     webhook,
@@ -90,23 +89,6 @@ def expected_alert(datagram: bytes) -> tuple[str, list[tuple[str, str]]] | None:
 def json_of(fields: list[tuple[str, str]]) -> bytes:
     """What ``JSON.stringify`` makes of the fields: compact, in order, UTF-8."""
     return json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def datagram(kind: str, taskId: str, executionId: str, taskName: str = "Reload Finance KPIs") -> bytes:
-    """A well-formed failed or aborted datagram for ``taskId``."""
-    message = "Max retries reached" if kind == "failed" else "Execution State Change to Aborting"
-    return (
-        f"/scheduler-task-{kind}/;pro2-win1;{taskName};Finance KPIs;LAB\\anna;{taskId};"
-        f"a4c6e8f0-1b3d-4f5a-8c7e-9d0b2f4a6c81;2025-11-03 10:42:31,870;INFO;{executionId};{message}"
-    ).encode()
-
-
-def counters(output: str) -> dict[str, int]:
-    """The counters from the daemon's last ``Stopped. Counters: {...}`` line."""
-    found = re.findall(re.escape(STOPPED) + r": (\{.*\})", output)
-    if not found:
-        raise AssertionError(f"no {STOPPED!r} line in the output:\n{output}")
-    return ast.literal_eval(found[-1])  # type: ignore[no-any-return]
 
 
 class EndToEndTests(TestCase):

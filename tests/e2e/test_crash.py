@@ -20,19 +20,19 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from butler_tw.delivery.stores.sqlite import connect
-from tests.e2e.test_alerts import counters, datagram
-from tests.e2e.test_faults import execution_of
+from tests.support.alerts import datagram
 from tests.support.daemon import (
     STOPPED,
     Daemon,
     Exit,
+    counters,
     deliveries_by_state,
     make_config,
     until,
     webhook,
     within,
 )
-from tests.support.receivers import RecordedRequest, Reply, closed_port, listen_http
+from tests.support.receivers import RecordedRequest, Reply, closed_port, execution_of, listen_http
 
 #: Seconds to wait for deliveries, log lines, exits.
 DEADLINE = 45.0

@@ -1,31 +1,29 @@
 """Fault tests on real sockets: what the daemon does when receivers misbehave.
 
-Every test runs ``twistd butler-webhook`` as a subprocess (:mod:`tests.daemon`)
+Every test runs ``twistd butler-webhook`` as a subprocess (:mod:`tests.support.daemon`)
 with a short retry schedule, sends it datagrams over loopback UDP, and looks at
-what real ``twisted.web`` receivers (:mod:`tests.receivers`) got, at what the
+what real ``twisted.web`` receivers (:mod:`tests.support.receivers`) got, at what the
 daemon logged, and at its SQLite outbox (read-only, or through the
 ``butler-tw`` admin command). Every wait is bounded.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import re
 import uuid
 from collections import Counter
 from typing import Any, Sequence
-from urllib.parse import parse_qs
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from butler_tw.cli.main import main as butler_tw
-from tests.e2e.test_alerts import counters, datagram
+from tests.support.alerts import datagram, new_ids
 from tests.support.daemon import (
     Daemon,
+    cli,
+    counters,
     deliveries_by_state,
     make_config,
     query_outbox,
@@ -33,7 +31,7 @@ from tests.support.daemon import (
     webhook,
     within,
 )
-from tests.support.receivers import RecordedRequest, Reply, closed_port, listen_http
+from tests.support.receivers import RecordedRequest, Reply, closed_port, execution_of, listen_http
 
 #: Seconds to wait for deliveries, log lines, exits.
 DEADLINE = 30.0
@@ -63,26 +61,8 @@ def fast_config(
     )
 
 
-def new_ids() -> tuple[str, str]:
-    """A fresh (taskId, executionId)."""
-    return str(uuid.uuid4()), str(uuid.uuid4())
-
-
-def execution_of(request: RecordedRequest) -> str:
-    """The ``executionId`` an alert request carries (JSON body, or query for GET)."""
-    if request.method == "GET":
-        return parse_qs(request.query)["executionId"][0]
-    return json.loads(request.body)["executionId"]  # type: ignore[no-any-return]
-
-
 def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    """Run ``butler-tw ARGV`` in-process; its exit status and output."""
-    out = io.StringIO()
-    return butler_tw(list(argv), out=out), out.getvalue()
 
 
 class FaultTests(TestCase):

@@ -13,11 +13,12 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from butler_tw.delivery.outbox import REMOVED
-from tests.e2e.test_alerts import counters, datagram
-from tests.e2e.test_faults import cli, execution_of, new_ids
+from butler_tw.core.delivery import REMOVED
+from tests.support.alerts import datagram, new_ids
 from tests.support.daemon import (
     Daemon,
+    cli,
+    counters,
     deliveries_by_state,
     free_udp_port,
     make_config,
@@ -25,7 +26,7 @@ from tests.support.daemon import (
     webhook,
     within,
 )
-from tests.support.receivers import Reply, listen_http
+from tests.support.receivers import Reply, execution_of, listen_http
 
 #: Seconds to wait for deliveries and log lines.
 DEADLINE = 30.0

@@ -41,8 +41,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from butler_tw.core.redact import redact_url
-from tests.e2e.test_alerts import counters, datagram
-from tests.support.daemon import REPO, Daemon, deliveries_by_state, make_config, until, webhook, within
+from tests.support.alerts import datagram
+from tests.support.daemon import (
+    REPO,
+    Daemon,
+    counters,
+    deliveries_by_state,
+    make_config,
+    until,
+    webhook,
+    within,
+)
 from tests.support.receivers import Reply, closed_port, listen_http, listen_https, write_pems
 
 #: Seconds to wait for each stage (each takes 1-3 s when all is well).

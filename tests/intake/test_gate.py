@@ -1,6 +1,6 @@
 """The intake gate: allow-list, per-source rate limit, size limit, throttled warnings; and shedding.
 
-Unit tests on a fake clock; ``tests.test_faults`` and ``tests.test_e2e`` run
+Unit tests on a fake clock; ``tests.e2e.test_faults`` and ``tests.e2e.test_alerts`` run
 the same rules against the real daemon.
 """
 
@@ -11,21 +11,23 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.config import parse_config
 from butler_tw.core.alert import Alert
+from butler_tw.core.delivery import Delivery
 from butler_tw.core.ratelimit import RateLimiter
+from butler_tw.core.sources import SourceFilter, parse_entry, source_address
 from butler_tw.core.stats import Stats
-from butler_tw.daemon.startup import StartupError, allowed_sources
+from butler_tw.daemon.startup import StartupError, allowed_sources, resolve_sources
 from butler_tw.delivery.admission import Admission
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.intake.gate import Gate
+from butler_tw.intake.resolve import refresh, resolve_all, update
 from butler_tw.intake.sourcelimit import OTHERS, SourceRateLimit
-from butler_tw.intake.sources import SourceFilter, parse_entry, source_address
-from tests.delivery.test_admission import FakeDispatcher, config
+from tests.support.admission import FakeDispatcher, config
 from tests.support.daemon import sample_datagrams
+from tests.support.logs import LogCapture
 
 GOOD = sample_datagrams()[0]
 
@@ -35,17 +37,6 @@ def sources(*entries: str, resolved: dict[str, list[str]] | None = None) -> Sour
     if resolved is not None:
         f.update(resolved)
     return f
-
-
-class LogCapture:
-    def __init__(self, test: SynchronousTestCase, namespace: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.namespace = namespace
-        globalLogPublisher.addObserver(self.events.append)
-        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def lines(self) -> list[str]:
-        return [formatEvent(e) for e in self.events if e.get("log_namespace") == self.namespace]
 
 
 class SourceFilterTests(SynchronousTestCase):
@@ -86,7 +77,9 @@ class SourceFilterTests(SynchronousTestCase):
         f = sources("sense-01.lab")
         self.assertFalse(f.usable())
         self.assertFalse(f.allows("10.0.0.7"))
-        self.assertEqual(f.resolve_now(lambda name: ["10.0.0.7", "fe80::7"]), {})
+        resolved, failed = resolve_all(f.names, lambda name: ["10.0.0.7", "fe80::7"])
+        self.assertEqual(failed, {})
+        update(f, resolved)
         self.assertTrue(f.usable())
         self.assertTrue(f.allows("10.0.0.7"))
         self.assertTrue(f.allows("fe80::7"))
@@ -96,34 +89,38 @@ class SourceFilterTests(SynchronousTestCase):
             raise OSError(-2, "Name or service not known")
 
         f = sources("gone.lab", "10.0.0.1")
-        self.assertEqual(f.resolve_now(resolve), {"gone.lab": "Name or service not known"})
+        resolved, failed = resolve_all(f.names, resolve)
+        self.assertEqual(failed, {"gone.lab": "Name or service not known"})
+        update(f, resolved)
         self.assertTrue(f.usable())  # the address still is
         self.assertEqual(f.unresolved(), ["gone.lab"])
 
     def test_refreshFollowsDnsAndKeepsLastOnFailure(self) -> None:
         f = sources("sense-01.lab", resolved={"sense-01.lab": ["10.0.0.7"]})
-        f.refresh(lambda name: succeed(["10.0.0.8"]))
+        refresh(f, lambda name: succeed(["10.0.0.8"]))
         self.assertTrue(f.allows("10.0.0.8"))
         self.assertFalse(f.allows("10.0.0.7"))
-        f.refresh(lambda name: fail(OSError(-3, "Temporary failure in name resolution")))
+        refresh(f, lambda name: fail(OSError(-3, "Temporary failure in name resolution")))
         self.assertTrue(f.allows("10.0.0.8"))  # neither opened nor closed by a DNS hiccup
 
 
 class FailClosedTests(SynchronousTestCase):
     def test_noUsableEntryRefusesToStart(self) -> None:
         cfg = config(enableSourceValidation=True, allowedSources=["no-such-host.invalid"])
-        e = self.assertRaises(StartupError, allowed_sources, cfg)
+        e = self.assertRaises(StartupError, allowed_sources, resolve_sources(cfg))
         (problem,) = e.problems
         self.assertIn("Butler.udpServerConfig.allowedSources: no entry is usable", problem)
         self.assertIn("no-such-host.invalid", problem)
 
     def test_offMeansNoFilter(self) -> None:
-        self.assertEqual(allowed_sources(config(allowedSources=["10.0.0.1"])), (None, {}))
+        loaded = resolve_sources(config(allowedSources=["10.0.0.1"]))
+        self.assertEqual((allowed_sources(loaded), loaded.unresolved), (None, {}))
 
     def test_localhostResolves(self) -> None:
-        f, unresolved = allowed_sources(
+        loaded = resolve_sources(
             config(enableSourceValidation=True, allowedSources=["localhost", "gone.invalid"])
         )
+        f, unresolved = allowed_sources(loaded), loaded.unresolved
         assert f is not None
         self.assertTrue(f.allows("127.0.0.1"))
         self.assertEqual(list(unresolved), ["gone.invalid"])

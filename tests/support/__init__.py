@@ -1,6 +1,15 @@
-"""What the tests share: the repository's paths (here), a daemon run as a
-subprocess (:mod:`tests.support.daemon`), webhook receivers and alerts
-(:mod:`tests.support.receivers`), and log capture (:mod:`tests.support.logs`)."""
+"""What the tests share, so that no test module imports another:
+
+- the repository's paths (here);
+- a daemon run as a subprocess, its counters, and the admin command run
+  in-process (:mod:`tests.support.daemon`);
+- webhook receivers, what they recorded, webhooks, alerts made to measure and
+  clients (:mod:`tests.support.receivers`);
+- one fixed alert, datagrams, fresh ids (:mod:`tests.support.alerts`);
+- a config and a recording dispatcher for the admission and gate unit tests
+  (:mod:`tests.support.admission`);
+- log capture (:mod:`tests.support.logs`).
+"""
 
 from pathlib import Path
 

@@ -36,7 +36,10 @@ For a configuration reload, :meth:`Daemon.rewrite` replaces the file and
 
 from __future__ import annotations
 
+import ast
+import io
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -53,6 +56,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from butler_tw.cli.main import main as butler_tw
 from tests.support import DATA, REPO
 
 SAMPLES = DATA / "datagrams.txt"
@@ -563,3 +567,17 @@ __all__: Iterable[str] = (
     "webhook",
     "within",
 )
+
+
+def counters(output: str) -> dict[str, int]:
+    """The counters from the daemon's last ``Stopped. Counters: {...}`` line."""
+    found = re.findall(re.escape(STOPPED) + r": (\{.*\})", output)
+    if not found:
+        raise AssertionError(f"no {STOPPED!r} line in the output:\n{output}")
+    return ast.literal_eval(found[-1])  # type: ignore[no-any-return]
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    """Run ``butler-tw ARGV`` in-process; its exit status and output."""
+    out = io.StringIO()
+    return butler_tw(list(argv), out=out), out.getvalue()

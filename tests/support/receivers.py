@@ -26,9 +26,11 @@ outbox whose states can be awaited), :func:`write_pems`,
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any, Iterable, Sequence
+from urllib.parse import parse_qs
 
 import attrs
 import trustme
@@ -45,8 +47,9 @@ from zope.interface import implementer
 
 from butler_tw.config import TlsSettings, Webhook
 from butler_tw.core.alert import Alert, EventKind
+from butler_tw.core.delivery import Delivery
 from butler_tw.core.retry import RetryPolicy
-from butler_tw.delivery.outbox import Delivery, MemoryOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.transport.client import WebhookClient
 
 HOST = "127.0.0.1"
@@ -546,3 +549,10 @@ __all__: Iterable[str] = (
     "tls_settings_for",
     "write_pems",
 )
+
+
+def execution_of(request: RecordedRequest) -> str:
+    """The ``executionId`` an alert request carries (JSON body, or query for GET)."""
+    if request.method == "GET":
+        return parse_qs(request.query)["executionId"][0]
+    return json.loads(request.body)["executionId"]  # type: ignore[no-any-return]

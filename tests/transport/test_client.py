@@ -14,11 +14,11 @@ from zope.interface import provider
 
 from butler_tw.channels.butler import USER_AGENT, build_request, query_string
 from butler_tw.core.alert import FIELD_ORDER
-from butler_tw.core.retry import RetryPolicy
+from butler_tw.core.delivery import Delivery, State
+from butler_tw.core.retry import Outcome, RetryPolicy
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import Delivery, State
-from butler_tw.transport.client import MAX_RESPONSE_BODY, Outcome, WebhookClient
+from butler_tw.transport.client import MAX_RESPONSE_BODY, WebhookClient
 from tests.support.receivers import (
     Receiver,
     RecordingOutbox,

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.channels.butler import build_request
 from butler_tw.config import TlsSettings, TrustMode, parse_config
-from butler_tw.transport.client import Outcome
+from butler_tw.core.retry import Outcome
 from butler_tw.transport.tls import MINIMUM_TLS, NoVerificationPolicy, VerifyingPolicy, policy_for
 from tests.support.receivers import (
     listen_https,

@@ -13,10 +13,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from butler_tw.core.retry import Outcome
 from butler_tw.core.stats import Histogram, Stats
 from butler_tw.daemon.startup import EX_CONFIG
-from butler_tw.transport.client import Outcome
-from butler_tw.web.health import RECENT, STALE_PENDING, WebhookHealth, WebhookState, report
+from butler_tw.delivery.attempts import WebhookHealth
+from butler_tw.web.health import RECENT, STALE_PENDING, WebhookState, report
 from butler_tw.web.metrics import ButlerCollector, registry_for, webhook_labels
 from tests.support.daemon import Daemon, make_config, sample_datagrams, webhook, within
 from tests.support.receivers import closed_port, listen_http, make_webhook

@@ -34,16 +34,9 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from butler_tw.core.alert import FIELD_ORDER, Alert, EventKind
+from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_webhooks, removed_key
 from butler_tw.core.words import count
-from butler_tw.delivery.outbox import (
-    REMOVED,
-    Delivery,
-    IOutbox,
-    Rebinding,
-    State,
-    match_webhooks,
-    removed_key,
-)
+from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.replay import Decision
 
 log = Logger(namespace="butler_tw.outbox")

@@ -13,16 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from butler_tw.core.alert import _ID_NAMESPACE, EventKind
-from butler_tw.delivery.outbox import (
-    REMOVED,
-    IOutbox,
-    MemoryOutbox,
-    Rebinding,
-    State,
-    describe_key,
-    match_webhooks,
-    removed_key,
-)
+from butler_tw.core.delivery import REMOVED, Rebinding, State, describe_key, match_webhooks, removed_key
+from butler_tw.delivery.outbox import IOutbox
+from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.delivery.stores.sqlite import (
     DB_NAME,
     SCHEMA,
@@ -32,7 +25,7 @@ from butler_tw.delivery.stores.sqlite import (
     connect,
     list_deliveries,
 )
-from tests.core.test_dedup import ALERT
+from tests.support.alerts import ALERT
 
 
 def alert(i: int):  # type: ignore[no-untyped-def]

@@ -1,29 +1,23 @@
 """Which source addresses may send datagrams: ``Butler.udpServerConfig.allowedSources``.
 
 An entry is an IPv4 or IPv6 address, a CIDR range, or a host name. Names are
-resolved at start-up and again every few minutes (off the reactor thread);
-a name that stops resolving keeps its last known addresses, so a DNS hiccup
-neither opens nor closes the gate. The decision itself is pure and cheap.
+resolved at start-up and again every few minutes, off the reactor thread, by
+:mod:`butler_tw.intake.resolve`; a name that stops resolving keeps its last
+known addresses, so a DNS hiccup neither opens nor closes the gate. This
+module is the pure part: parsing the entries, and the decision, which is
+cheap.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Iterable, Mapping, Union
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.logger import Logger
-
-log = Logger(namespace="butler_tw.sources")
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-
-#: How often host names in the allow-list are resolved again.
-RESOLVE_EVERY = 300.0
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -63,26 +57,6 @@ def source_address(text: str) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def resolve_blocking(name: str) -> list[str]:
-    """Every address ``name`` resolves to (IPv4 and IPv6). Blocks: call off the reactor."""
-    infos = socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)
-    return sorted({str(info[4][0]) for info in infos})
-
-
-def resolve_all(
-    names: Iterable[str], resolve: Callable[[str], list[str]] = resolve_blocking
-) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Resolve each name, blocking: (name -> addresses, name -> why it did not resolve)."""
-    failed: dict[str, str] = {}
-    resolved: dict[str, list[str]] = {}
-    for name in names:
-        try:
-            resolved[name] = resolve(name)
-        except OSError as e:
-            failed[name] = e.strerror or str(e)
-    return resolved, failed
 
 
 def unusable(failed: Mapping[str, str]) -> str:
@@ -135,8 +109,13 @@ class SourceFilter:
     def unresolved(self) -> list[str]:
         return sorted(name for name, addresses in self.names.items() if not addresses)
 
-    def update(self, resolved: Mapping[str, Iterable[str]]) -> None:
-        """Take fresh resolutions; names missing from ``resolved`` keep their last addresses."""
+    def update(self, resolved: Mapping[str, Iterable[str]]) -> dict[str, frozenset[Address]]:
+        """Take fresh resolutions; names missing from ``resolved`` keep their last addresses.
+
+        :returns: name -> its new addresses, for each name that resolved
+            before and now resolves to other addresses (for the log).
+        """
+        moved: dict[str, frozenset[Address]] = {}
         for name, texts in resolved.items():
             if name not in self.names:
                 continue
@@ -145,38 +124,6 @@ class SourceFilter:
                 continue
             if addresses != self.names[name]:
                 if self.names[name]:
-                    log.info(
-                        "Allowed source {name} now resolves to {addresses}",
-                        name=name,
-                        addresses=", ".join(sorted(map(str, addresses))),
-                    )
+                    moved[name] = addresses
                 self.names[name] = addresses
-
-    def resolve_now(self, resolve: Callable[[str], list[str]] = resolve_blocking) -> dict[str, str]:
-        """Resolve every name, blocking (at start-up, before the reactor runs).
-
-        :returns: name -> why it did not resolve, for the names that did not.
-        """
-        resolved, failed = resolve_all(self.names, resolve)
-        self.update(resolved)
-        return failed
-
-    def refresh(self, resolve: Callable[[str], Deferred[list[str]]]) -> Deferred[None]:
-        """Resolve every name again; failures keep the old addresses and are logged."""
-        names = list(self.names)
-
-        def done(results: list[tuple[bool, Any]]) -> None:
-            resolved: dict[str, list[str]] = {}
-            for name, (ok, value) in zip(names, results, strict=True):
-                if ok and isinstance(value, list) and value:
-                    resolved[name] = value
-                else:
-                    log.warn(
-                        "Allowed source {name} did not resolve ({error}); keeping its last addresses",
-                        name=name,
-                        error=getattr(getattr(value, "value", None), "strerror", None) or "no address",
-                    )
-            self.update(resolved)
-
-        d = DeferredList([resolve(name) for name in names], consumeErrors=True)
-        return d.addCallback(done)
+        return moved
