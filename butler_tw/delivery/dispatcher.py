@@ -17,7 +17,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from butler_tw.channels.butler import Request, build_request
+from butler_tw.channels.butler import Request
+from butler_tw.channels.request import build_request
 from butler_tw.config import Webhook
 from butler_tw.core.retry import Verdict, hint_for_status
 from butler_tw.core.stats import Stats
