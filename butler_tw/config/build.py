@@ -7,7 +7,9 @@ in one go. Nothing downstream re-reads raw YAML.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from butler_tw.config import schema
 from butler_tw.config.loader import read_document, read_file
@@ -16,12 +18,13 @@ from butler_tw.config.model import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DEDUP_TTL,
     DEFAULT_RATE_LIMIT,
+    Auth,
     Config,
     ConfigError,
     Route,
     Webhook,
 )
-from butler_tw.config.spec import INVALID, Report, check
+from butler_tw.config.spec import INVALID, Report, check, file_mode
 from butler_tw.core.alert import EventKind
 from butler_tw.core.retry import RetryPolicy
 from butler_tw.core.routing import Routing
@@ -29,17 +32,33 @@ from butler_tw.core.routing import Routing
 UDP = schema.UDP
 
 
-def load_config(path: str, reader: Callable[[str], bytes] = read_file) -> Config:
-    """Read and validate the config file at ``path`` (and the CA files it names).
+def load_config(
+    path: str,
+    reader: Callable[[str], bytes] = read_file,
+    environ: Mapping[str, str] | None = None,
+    mode: Callable[[str], int | None] = file_mode,
+) -> Config:
+    """Read and validate the config file at ``path`` (and the CA and secret files it names).
 
     :raises ConfigError: naming every problem found.
     """
-    return parse_config(read_document(path, reader), source=path, reader=reader)
+    return parse_config(read_document(path, reader), source=path, reader=reader, environ=environ, mode=mode)
 
 
-def parse_config(raw: Any, source: str = "<config>", reader: Callable[[str], bytes] = read_file) -> Config:
-    """Validate an already-loaded YAML document. ``reader`` reads CA files."""
-    report = Report(reader)
+def parse_config(
+    raw: Any,
+    source: str = "<config>",
+    reader: Callable[[str], bytes] = read_file,
+    environ: Mapping[str, str] | None = None,
+    mode: Callable[[str], int | None] = file_mode,
+) -> Config:
+    """Validate an already-loaded YAML document.
+
+    ``reader`` reads CA files and ``${file:...}`` secrets, ``mode`` gives a
+    secret file's permission bits; ``${env:...}`` is looked up in ``environ``
+    (default: the process environment).
+    """
+    report = Report(reader, os.environ if environ is None else environ, mode)
     doc = check(schema.FILE, raw, "", report)
     config = None if doc is INVALID else _build(doc, raw, report)
     if report.problems or config is None:
@@ -77,7 +96,9 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
     )
     notifications = butler["webhookNotification"]
     enabled = notifications is not None and notifications is not INVALID and notifications["enable"] is True
-    routes = {kind: _route(kind, notifications, defaults, concurrency) for kind in EventKind}
+    quiet, report.quiet = report.quiet, not enabled  # as below a switched-off section
+    routes = {kind: _route(kind, notifications, defaults, concurrency, report) for kind in EventKind}
+    report.quiet = quiet
     ignored = list(report.ignored)
     raw_notifications = raw["Butler"].get("webhookNotification")
     if isinstance(raw_notifications, dict):
@@ -125,14 +146,16 @@ def _threshold(value: float | None) -> float:
     return value / 100 if value > 1 else value
 
 
-def _route(kind: EventKind, notifications: Any, defaults: RetryPolicy, concurrency: int) -> Route:
+def _route(
+    kind: EventKind, notifications: Any, defaults: RetryPolicy, concurrency: int, report: Report
+) -> Route:
     block = None if notifications in (None, INVALID) else notifications[kind.value]
     if block is None or block is INVALID:
         return Route(kind)
     webhooks = []
     entries = block["webhooks"] if isinstance(block["webhooks"], list) else []
     for i, entry in enumerate(entries):
-        hook = _webhook(entry, f"{kind.value}.webhooks[{i}]", defaults, concurrency)
+        hook = _webhook(entry, f"{kind.value}.webhooks[{i}]", defaults, concurrency, report)
         if hook is not None:
             webhooks.append(hook)
     rate = block["rateLimit"]
@@ -144,9 +167,25 @@ def _rules(value: Any) -> Any:
     return value if isinstance(value, tuple) else ()
 
 
-def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> Webhook | None:
+def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int, report: Report) -> Webhook | None:
     if entry is INVALID or entry is None or any(v is INVALID for v in entry.values()):
         return None
+    where = f"{schema.WN}.{key}"
+    extra: tuple[tuple[str, str], ...] = entry["headers"] or ()
+    auth: Auth | None = entry["auth"]
+    if auth is not None:
+        clash = [name for name, _ in extra if name.lower() == auth.name.lower()]
+        if clash:
+            report.problem(
+                f"{where}.headers.{clash[0]}",
+                f"is also set by auth (type {auth.type}): set it in one place only",
+            )
+            return None
+        if "@" in urlsplit(entry["webhookURL"]).netloc:
+            report.warn(
+                f"{where}.auth",
+                "webhookURL also holds a user name and password: auth wins, and they are not sent",
+            )
     return Webhook(
         key=key,
         description=entry["description"],
@@ -162,4 +201,7 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> W
         logFullPath=entry["logFullPath"],
         label=entry["name"].strip(),
         routing=Routing(match=_rules(entry["match"]), exclude=_rules(entry["exclude"])),
+        headers=extra,
+        auth=auth,
+        signingKey=entry["signing"],
     )

@@ -69,6 +69,23 @@ class TlsSettings:
 
 
 @attrs.frozen
+class Auth:
+    """A webhook's ``auth:``: how each request says who sends it.
+
+    :ivar type: ``bearer`` (``Authorization: Bearer <secret>``), ``basic``
+        (``Authorization: Basic base64(<username>:<secret>)``) or ``header``
+        (``<name>: <secret>``, e.g. ``Authorization: GenieKey ...``).
+    :ivar secret: the token, the password or the header value; never shown.
+    """
+
+    type: str
+    secret: str = attrs.field(repr=False)
+    username: str = attrs.field(default="", repr=False)
+    #: The header it is sent in (``Authorization`` unless ``type`` is ``header``).
+    name: str = "Authorization"
+
+
+@attrs.frozen
 class Webhook:
     """One outgoing webhook, as configured.
 
@@ -93,6 +110,12 @@ class Webhook:
     label: str = ""
     #: Which alerts of its block it takes (``match:`` / ``exclude:``).
     routing: Routing = Routing()
+    #: Extra request headers (``headers:``), in file order; values may be secrets.
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
+    #: ``auth:``; wins over user info in the URL.
+    auth: Auth | None = attrs.field(default=None, repr=False)
+    #: The Standard Webhooks signing key (``signing.secret`` decoded); None: not signed.
+    signingKey: bytes | None = attrs.field(default=None, repr=False)
 
     @property
     def loggableUrl(self) -> str:
@@ -111,6 +134,10 @@ class Webhook:
         The outbox keeps it beside the key so that, after the config file
         changed, a pending delivery follows its webhook to a new position or
         becomes a dead letter, never going to another receiver.
+
+        Headers, ``auth`` and the signing key are not part of it: they say how
+        the sender proves itself to the same receiver, so a rotated token
+        leaves pending deliveries with their webhook (they go with the new one).
         """
         return hashlib.sha256(f"{self.method} {self.url}".encode()).hexdigest()[:16]
 

@@ -158,6 +158,24 @@ def webhook_changes(old: Webhook, new: Webhook) -> list[str]:
         found.append(f"logFullPath {str(old.logFullPath).lower()} -> {str(new.logFullPath).lower()}")
     if old.routing != new.routing:
         found.append(f"routing {old.routing.describe()} -> {new.routing.describe()}")
+    if old.headers != new.headers:
+        names = sorted(
+            {n for n, _ in old.headers} ^ {n for n, _ in new.headers}
+            | {n for n, v in old.headers if (n, v) not in new.headers}
+        )
+        found.append(f"headers changed ({', '.join(names)})")
+    if old.auth != new.auth:
+        found.append(
+            "auth changed"
+            if old.auth is not None and new.auth is not None and old.auth.type == new.auth.type
+            else f"auth {old.auth.type if old.auth else 'none'} -> {new.auth.type if new.auth else 'none'}"
+        )
+    if old.signingKey != new.signingKey:
+        found.append(
+            "signing secret changed"
+            if old.signingKey and new.signingKey
+            else f"signing {'on' if old.signingKey else 'off'} -> {'on' if new.signingKey else 'off'}"
+        )
     if old.tls != new.tls:
         if (old.tls.mode, old.tls.caFile) == (new.tls.mode, new.tls.caFile):
             found.append(f"TLS {_tls(new.tls)}: the CA file's certificates changed")

@@ -20,7 +20,7 @@ is accepted here.
 
 from __future__ import annotations
 
-from butler_tw.config import rules
+from butler_tw.config import headers, rules
 from butler_tw.config.model import (
     DEFAULT_DEAD_LETTER_RETENTION,
     DEFAULT_MAX_BUFFERED_ALERTS,
@@ -36,6 +36,7 @@ from butler_tw.config.model import (
     METHODS,
     TlsSettings,
 )
+from butler_tw.config.secrets import secret
 from butler_tw.config.spec import EMPTY, Anything, Bool, ListOf, Number, Rule, Section, Spec, Text, Unknown
 
 DAY = 86400.0
@@ -73,7 +74,7 @@ def _webhook(rules_on: bool) -> Section:
         ignoredBecause=" (Butler ignores it too)",
         keys={
             "description": Text(default=""),
-            "webhookURL": Text(required=True, rule=rule(rules.webhook_url)),
+            "webhookURL": Text(required=True, rule=rule(secret(rules.webhook_url))),
             "httpMethod": Text(
                 required=True,
                 normalise=lambda s: s.strip().upper(),
@@ -98,6 +99,28 @@ def _webhook(rules_on: bool) -> Section:
             "logFullPath": Bool(default=False),
             "match": Anything(default=(), rule=rule(rules.routing_rules)),
             "exclude": Anything(default=(), rule=rule(rules.routing_rules)),
+            "headers": Anything(rule=rule(headers.headers)),
+            "auth": Section(
+                keys={
+                    "type": Text(
+                        required=True,
+                        missing=" (bearer, basic or header)",
+                        normalise=lambda s: s.strip().lower(),
+                        choices=headers.AUTH_TYPES,
+                        choicesText="bearer, basic or header",
+                    ),
+                    **{
+                        field: Text(rule=rule(secret()))
+                        for fields in headers.AUTH_FIELDS.values()
+                        for field in fields
+                    },
+                },
+                rule=rule(headers.auth),
+            ),
+            "signing": Section(
+                keys={"secret": Text(required=True, rule=rule(secret(headers.signing_secret)))},
+                rule=rule(headers.signing),
+            ),
         },
     )
 

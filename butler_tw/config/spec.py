@@ -17,6 +17,8 @@ from __future__ import annotations
 import difflib
 import enum
 import math
+import os
+import stat
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -37,11 +39,23 @@ class Unknown(enum.Enum):
     IGNORE = "ignore"  # listed as ignored: a Butler setting this daemon does not use
 
 
+def file_mode(path: str) -> int | None:
+    """The permission bits of ``path``, or ``None`` when it cannot be stat-ed."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return None
+
+
 @attrs.define
 class Report:
     """What a walk found, in the order it was found."""
 
     reader: Callable[[str], bytes]
+    #: Where ``${env:NAME}`` references are looked up.
+    environ: Mapping[str, str] = os.environ
+    #: The permission bits of a file (``None``: unknown), for ``${file:...}`` references.
+    mode: Callable[[str], int | None] = file_mode
     problems: list[str] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)
     ignored: list[str] = attrs.Factory(list)

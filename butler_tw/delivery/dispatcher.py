@@ -17,7 +17,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from butler_tw.channels.butler import Request, build_request
+from butler_tw.channels.butler import Request
+from butler_tw.channels.request import build_request
 from butler_tw.config import Webhook
 from butler_tw.core.delivery import REMOVED, Delivery, State, removed_key
 from butler_tw.core.retry import Outcome, Verdict, hint_for_status

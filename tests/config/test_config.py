@@ -908,11 +908,11 @@ class UnknownKeyTests(ConfigTestCase):
 
     def test_webhookUnknown(self) -> None:
         """Butler ignores unknown keys in a webhook entry: so do we, with a warning."""
-        c = parse_config(with_hooks(hook(headers={"X": "y"}, enabel=True)))
+        c = parse_config(with_hooks(hook(extraHeaders={"X": "y"}, enabel=True)))
         self.assertEqual(
             c.warnings(),
             [
-                f"{FAILURE}.webhooks[0].headers: unknown key, ignored (Butler ignores it too)",
+                f"{FAILURE}.webhooks[0].extraHeaders: unknown key, ignored (Butler ignores it too)",
                 f"{FAILURE}.webhooks[0].enabel: unknown key, ignored (Butler ignores it too)",
             ],
         )

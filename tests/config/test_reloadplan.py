@@ -156,6 +156,35 @@ class PlanTests(SynchronousTestCase):
         (r,) = plan_reload(cfg(doc([A])), cfg(doc([{**A, "logFullPath": True}]))).replaced
         self.assertEqual((r.moved, r.changes), (False, ["logFullPath false -> true"]))
 
+    def test_secretsChangedKeepTheDeliveries(self) -> None:
+        """A rotated token or signing secret: the same receiver, rebuilt; no value in the changes."""
+        whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        before = {
+            **A,
+            "headers": {"X-Key": "old-k", "X-Same": "s"},
+            "auth": {"type": "bearer", "token": "old-t"},
+        }
+        after = {
+            **A,
+            "headers": {"X-Key": "new-k", "X-Same": "s", "X-Added": "a"},
+            "auth": {"type": "bearer", "token": "new-t"},
+            "signing": {"secret": whsec},
+        }
+        plan = self.plan(doc([before]), doc([after]))
+        (r,) = plan.replaced
+        self.assertEqual(
+            (r.moved, r.changes),
+            (False, ["headers changed (X-Added, X-Key)", "auth changed", "signing off -> on"]),
+        )
+        self.assertEqual(plan.successors, {key(FAIL, 0): key(FAIL, 0)})
+        (r,) = plan_reload(
+            cfg(doc([after])), cfg(doc([{**A, "auth": {"type": "basic", "username": "u", "password": "p"}}]))
+        ).replaced
+        self.assertEqual(
+            r.changes,
+            ["headers changed (X-Added, X-Key, X-Same)", "auth bearer -> basic", "signing on -> off"],
+        )
+
     def test_movedAndChanged(self) -> None:
         plan = self.plan(doc([A]), doc([B, {**A, "timeout": 2}]))
         (r,) = plan.replaced

@@ -12,6 +12,12 @@ disk, are scanned for every secret in every spelling (as written, decoded,
 percent-encoded, and the Basic credentials the user info becomes). The secrets
 are random per run, so nothing else can contain them by accident.
 
+:class:`ReferencedSecretsEndToEndTests` does the same for secrets that the
+config file only refers to (``${env:...}``, ``${file:...}``): a URL token, a
+header value, bearer and basic credentials and a Standard Webhooks signing
+secret; they reach the receivers (signatures verified, a retry signed anew, a
+rotated file re-read on SIGHUP) and are printed nowhere.
+
 The test checks itself: each secret is in the config file, the receivers got
 the requests that carry them, and the output does mention every webhook
 (redacted), so an empty or truncated output cannot pass.
@@ -40,6 +46,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from butler_tw.channels.signing import verify
 from butler_tw.core.redact import redact_url
 from tests.support.alerts import datagram
 from tests.support.daemon import (
@@ -141,9 +148,10 @@ def leaks(text: str, needles: Iterable[str]) -> list[str]:
     return [line for line in text.splitlines() if any(n in line.lower() for n in needles)]
 
 
-def butler_tw(*argv: str) -> Any:
+def butler_tw(*argv: str, environ: dict[str, str] | None = None) -> Any:
     """``butler-tw ARGV`` as a process of its own; fires with (stdout, stderr, status)."""
     env = dict(os.environ)
+    env.update(environ or {})
     env["PYTHONPATH"] = str(REPO)
     return getProcessOutputAndValue(sys.executable, ["-m", "butler_tw.cli", *argv], env=env)
 
@@ -315,6 +323,162 @@ class SecretsEndToEndTests(TestCase):
         found = {"daemon": leaks(output, needles), "emit": leaks(emitted, needles)}
         found.update({path: leaks(text, needles) for path, text in endpoints.items()})
         found.update({name: leaks(text, needles) for name, text in commands.items()})
+        for path in glob.glob(os.path.join(daemon.stateDir, "*")):
+            with open(path, "rb") as f:
+                found[path] = leaks(f.read().decode("latin-1").replace("\0", "\n"), needles)
+        leaked = [f"{where}: {line}" for where, lines in found.items() for line in lines]
+        if leaked:
+            self.fail("a secret was printed or stored:\n" + "\n".join(leaked))
+
+
+class ReferencedSecretsEndToEndTests(TestCase):
+    """Secrets from ``${env:...}`` and ``${file:...}``: sent, signed, re-read on SIGHUP, never printed."""
+
+    timeout = 60
+
+    def secret_file(self, directory: str, name: str, content: str, mode: int) -> str:
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content + "\n")
+        os.chmod(path, mode)
+        return path
+
+    @inlineCallbacks
+    def test_referencedSecrets(self) -> Any:
+        urlToken = secrets.token_urlsafe(18)
+        bearer = secrets.token_hex(16)
+        headerValue, rotatedValue = secrets.token_hex(12), secrets.token_hex(12)
+        signingSecret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        password = secrets.token_hex(10)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        headerFile = self.secret_file(directory, "api-key", headerValue, 0o644)  # warned about
+        signingFile = self.secret_file(directory, "signing", signingSecret, 0o600)
+        passwordFile = self.secret_file(directory, "password", password, 0o600)
+        environ = {"BTW_E2E_URL_TOKEN": urlToken, "BTW_E2E_BEARER": bearer}
+
+        ok = listen_http(self)
+        flaky = listen_http(self, Reply(500), Reply(200))
+        httpPort = closed_port()
+        config = make_config(
+            failure=[
+                webhook(
+                    ok.url("/hooks/${env:BTW_E2E_URL_TOKEN}"),
+                    "POST",
+                    "Referenced",
+                    headers={"X-Api-Key": f"${{file:{headerFile}}}"},
+                    auth={"type": "bearer", "token": "${env:BTW_E2E_BEARER}"},
+                    signing={"secret": f"${{file:{signingFile}}}"},
+                ),
+                webhook(
+                    flaky.url("/signed"),
+                    "GET",
+                    "Signed retry",
+                    auth={"type": "basic", "username": "svc", "password": f"${{file:{passwordFile}}}"},
+                    signing={"secret": f"${{file:{signingFile}}}"},
+                    retrySchedule=[0, 1.5],
+                ),
+                webhook(  # given up: a dead letter for `deliveries` to show
+                    f"http://127.0.0.1:{closed_port()}/dead/${{env:BTW_E2E_URL_TOKEN}}",
+                    "POST",
+                    "Refused",
+                    auth={"type": "bearer", "token": "${env:BTW_E2E_BEARER}"},
+                    retrySchedule=[0, 0.3],
+                ),
+            ],
+            rateLimit=0,
+            butlerWebhook={
+                "shutdownGracePeriod": 1,
+                "log": {"level": "debug"},
+                "http": {"listen": f"tcp:{httpPort}:interface=127.0.0.1"},
+            },
+        )
+        daemon = Daemon(self, config, environ=environ)
+        with open(daemon.configPath, encoding="utf-8") as f:
+            configText = f.read()
+        for value in (urlToken, bearer, headerValue, signingSecret, password):
+            self.assertNotIn(value, configText)  # only references are in the file
+
+        yield daemon.start()
+        daemon.send(datagram("failed", _guid(), _guid()))
+        yield within(ok.waitForRequests(1), DEADLINE, "the referenced delivery", daemon)
+        yield within(flaky.waitForRequests(2), DEADLINE, "the signed retry", daemon)
+
+        # Rotate the header file and reload: the new value is read and sent.
+        with open(headerFile, "w", encoding="utf-8") as f:
+            f.write(rotatedValue + "\n")
+        mark = daemon.hangup()
+        yield daemon.waitForOutput("Reloaded", DEADLINE, since=mark)
+        daemon.send(datagram("failed", _guid(), _guid()))
+        yield within(ok.waitForRequests(2), DEADLINE, "the delivery after the reload", daemon)
+        yield until(
+            lambda: deliveries_by_state(daemon.outboxPath) == {"pending": 0, "dead": 2},
+            DEADLINE,
+            "the refused deliveries to be given up",
+            daemon,
+        )
+
+        response = yield treq.get(
+            f"http://127.0.0.1:{httpPort}/deliveries", pool=HTTPConnectionPool(reactor, persistent=False)
+        )
+        deliveriesEndpoint = (yield treq.content(response)).decode("utf-8")
+        out, err, status = yield butler_tw("deliveries", "--config", daemon.configPath, environ=environ)
+        deliveriesCommand = (out + err).decode("utf-8", "replace")
+        self.assertEqual(status, 0, deliveriesCommand)
+        exit = yield daemon.stopCleanly()
+        out, err, status = yield butler_tw("check-config", daemon.configPath, environ=environ)
+        checkConfig = (out + err).decode("utf-8", "replace")
+        self.assertEqual(status, 0, checkConfig)
+
+        # What the receivers got: the secrets, resolved; signatures that verify.
+        first, second = ok.requests
+        for request, value in ((first, headerValue), (second, rotatedValue)):
+            self.assertEqual(request.path, f"/hooks/{urlToken}")
+            self.assertEqual(request.header("authorization"), f"Bearer {bearer}")
+            self.assertEqual(request.header("x-api-key"), value)
+            headers = {k: v[0] for k, v in request.headers.items()}
+            self.assertIsNone(verify(signingSecret, headers, request.body, now=request.receivedAt))
+        basic = base64.b64encode(f"svc:{password}".encode()).decode()
+        attempt1, attempt2 = flaky.requests[:2]
+        self.assertEqual(attempt1.header("webhook-id"), attempt2.header("webhook-id"))
+        self.assertGreater(
+            int(attempt2.header("webhook-timestamp") or 0), int(attempt1.header("webhook-timestamp") or 0)
+        )
+        for request in (attempt1, attempt2):
+            self.assertEqual(request.header("authorization"), f"Basic {basic}")
+            headers = {k: v[0] for k, v in request.headers.items()}
+            self.assertEqual((request.method, request.body), ("GET", b""))
+            self.assertIsNone(verify(signingSecret, headers, b"", now=request.receivedAt))
+        self.assertNotEqual(attempt1.header("webhook-signature"), attempt2.header("webhook-signature"))
+
+        # The world-readable file is warned about, by name; nothing secret is printed anywhere.
+        output = exit.output
+        self.assertIn(f"${{file:{headerFile}}}: the file is readable by every user of this host", output)
+        self.assertIn(f"${{file:{headerFile}}}: the file is readable by every user", checkConfig)
+        self.assertNotIn(f"${{file:{signingFile}}}: the file is readable", output)
+        self.assertIn("Refused", deliveriesCommand)
+        self.assertIn("Refused", deliveriesEndpoint)
+        needles = {
+            n.lower()
+            for v in (
+                urlToken,
+                bearer,
+                headerValue,
+                rotatedValue,
+                signingSecret,
+                signingSecret[6:],
+                password,
+                basic,
+            )
+            for n in (v, quote(v, safe=""))
+        }
+        self.assertEqual(leaks(f"x {bearer} y", needles), [f"x {bearer} y"])  # the scan works
+        found = {
+            "daemon": leaks(output, needles),
+            "/deliveries": leaks(deliveriesEndpoint, needles),
+            "butler-tw deliveries": leaks(deliveriesCommand, needles),
+            "butler-tw check-config": leaks(checkConfig, needles),
+        }
         for path in glob.glob(os.path.join(daemon.stateDir, "*")):
             with open(path, "rb") as f:
                 found[path] = leaks(f.read().decode("latin-1").replace("\0", "\n"), needles)

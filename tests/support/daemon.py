@@ -187,6 +187,8 @@ class Daemon:
     :param config: the config document (see :func:`make_config`); unless it
         has its own, a ``Butler.udpServerConfig`` listening on
         ``127.0.0.1:``:attr:`udpPort` is added.
+    :param environ: environment variables added to the process's (a
+        successor has its predecessor's).
     """
 
     def __init__(
@@ -195,12 +197,15 @@ class Daemon:
         config: Mapping[str, Any] | None,
         reactor: Any = None,
         previous: Daemon | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
             reactor = globalReactor
         self._reactor = reactor
+        #: Extra environment variables of the process (``${env:...}`` secrets, say).
+        self.environ: dict[str, str] = dict(previous.environ if previous is not None else environ or {})
         self.directory: str
         self.udpPort: int
         self.configPath: str
@@ -331,6 +336,7 @@ class Daemon:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.environ)
         args = [twistd(), "-n", "--pidfile=", "butler-webhook", "--config", self.configPath]
         self._startedAt = time.monotonic()
         self._transport = self._reactor.spawnProcess(
