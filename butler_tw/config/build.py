@@ -76,7 +76,9 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
     )
     notifications = butler["webhookNotification"]
     enabled = notifications is not None and notifications is not INVALID and notifications["enable"] is True
-    routes = {kind: _route(kind, notifications, defaults, concurrency) for kind in EventKind}
+    quiet, report.quiet = report.quiet, not enabled  # switched off: shape only, as in the walk
+    routes = {kind: _route(kind, notifications, defaults, concurrency, report) for kind in EventKind}
+    report.quiet = quiet
     ignored = list(report.ignored)
     raw_notifications = raw["Butler"].get("webhookNotification")
     if isinstance(raw_notifications, dict):
@@ -124,22 +126,26 @@ def _threshold(value: float | None) -> float:
     return value / 100 if value > 1 else value
 
 
-def _route(kind: EventKind, notifications: Any, defaults: RetryPolicy, concurrency: int) -> Route:
+def _route(
+    kind: EventKind, notifications: Any, defaults: RetryPolicy, concurrency: int, report: Report
+) -> Route:
     block = None if notifications in (None, INVALID) else notifications[kind.value]
     if block is None or block is INVALID:
         return Route(kind)
     webhooks = []
     entries = block["webhooks"] if isinstance(block["webhooks"], list) else []
     for i, entry in enumerate(entries):
-        hook = _webhook(entry, f"{kind.value}.webhooks[{i}]", defaults, concurrency)
+        hook = _webhook(entry, f"{kind.value}.webhooks[{i}]", defaults, concurrency, report)
         if hook is not None:
             webhooks.append(hook)
     rate = block["rateLimit"]
     return Route(kind, rate if rate is not INVALID else DEFAULT_RATE_LIMIT, tuple(webhooks))
 
 
-def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> Webhook | None:
+def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int, report: Report) -> Webhook | None:
     if entry is INVALID or entry is None or any(v is INVALID for v in entry.values()):
+        return None
+    if not _message_settings(entry, f"{schema.WN}.{key}", report):
         return None
     return Webhook(
         key=key,
@@ -155,4 +161,40 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> W
         ),
         logFullPath=entry["logFullPath"],
         label=entry["name"].strip(),
+        format=entry["format"],
+        body=entry["body"],
+        contentType=entry["contentType"],
+        routingKey=entry["routingKey"] or "",
+        severity=entry["severity"],
+        priority=entry["priority"],
     )
+
+
+#: The entry keys that only one format reads.
+_FORMAT_KEYS = {"routingKey": "pagerduty", "severity": "pagerduty", "priority": "opsgenie"}
+
+
+def _message_settings(entry: dict[str, Any], path: str, report: Report) -> bool:
+    """The checks across ``format``, ``body``, ``httpMethod`` and the preset keys. False: unusable."""
+    fmt, method, ok = entry["format"], entry["httpMethod"], True
+    if fmt != "butler" and method != "POST":
+        report.problem(
+            f"{path}.format",
+            f"format: {fmt} sends with POST only, and httpMethod is {method}: set httpMethod: POST",
+        )
+        ok = False
+    if entry["body"] is not None and method == "GET":
+        report.problem(f"{path}.body", "a GET request has no body: set httpMethod: POST or PUT")
+        ok = False
+    if fmt == "pagerduty" and entry["routingKey"] is None:
+        report.problem(
+            f"{path}.routingKey",
+            "missing: format: pagerduty needs the integration key of an Events API v2 integration",
+        )
+        ok = False
+    for name, owner in _FORMAT_KEYS.items():
+        if entry[name] is not None and fmt != owner:
+            report.warn(
+                f"{path}.{name}", f"only read with format: {owner} (this entry has format: {fmt}); ignored"
+            )
+    return ok

@@ -31,9 +31,12 @@ from butler_tw.config.model import (
     DEFAULT_SOURCE_RATE_LIMIT,
     DEFAULT_STATE_DIR,
     DEFAULT_TIMEOUT,
+    FORMAT_NAMES,
     LOG_FORMATS,
     LOG_LEVELS,
     METHODS,
+    PRIORITIES,
+    SEVERITIES,
     TlsSettings,
 )
 from butler_tw.config.spec import EMPTY, Anything, Bool, ListOf, Number, Rule, Section, Spec, Text, Unknown
@@ -96,6 +99,24 @@ def _webhook(rules_on: bool) -> Section:
             "retrySchedule": Anything(rule=rule(rules.retry_schedule)),
             "maxAge": Number(low=1, high=30 * DAY),
             "logFullPath": Bool(default=False),
+            # what is sent: see butler_tw.channels.formats
+            "format": Text(
+                default="butler",
+                normalise=lambda s: s.strip().lower(),
+                choices=FORMAT_NAMES,
+                choicesText="butler, teams, slack, discord, pagerduty or opsgenie",
+            ),
+            "body": Anything(rule=rule(rules.body_template)),
+            "contentType": Anything(rule=rule(rules.content_type)),
+            "routingKey": Anything(rule=rule(rules.secret_text)),
+            "severity": Text(
+                normalise=lambda s: s.strip().lower(),
+                choices=SEVERITIES,
+                choicesText="critical, error, warning or info",
+            ),
+            "priority": Text(
+                normalise=lambda s: s.strip().upper(), choices=PRIORITIES, choicesText="one of P1 to P5"
+            ),
         },
     )
 
