@@ -9,6 +9,7 @@ replaced by ``<redacted>`` wherever they appear.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 from butler_tw.channels.butler import Request
 from butler_tw.config import Webhook
@@ -26,6 +27,9 @@ def describe(request: Request, webhook: Webhook) -> str:
         lines.append(f"{name}: {value if name.lower() in SHOWN_HEADERS else REDACTED}")
     if request.body is None:
         lines += ["", "(no body)"]
+        query = _alert_query(request.url, webhook.url)
+        if query:
+            lines += [f"the alert's fields, appended to the URL's query: {query}"]
         return "\n".join(lines) + "\n"
     text = request.body.decode("utf-8", errors="replace")
     for secret in _secrets(webhook):
@@ -40,3 +44,11 @@ def _secrets(webhook: Webhook) -> list[str]:
         found.append(webhook.routingKey)
         found.append(json.dumps(webhook.routingKey, ensure_ascii=False)[1:-1])
     return [s for s in found if s]
+
+
+def _alert_query(sent: str, configured: str) -> str:
+    """The part of a GET request's query that the alert added (the configured URL's own may hold a token)."""
+    query, own = urlsplit(sent).query, urlsplit(configured).query
+    if own:
+        return query[len(own) + 1 :] if query.startswith(own + "&") else ""
+    return query

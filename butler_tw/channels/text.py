@@ -68,17 +68,19 @@ def dumps(tree: Any) -> bytes:
 
 
 def fit_bytes(build: Callable[[str], Any], message: str, maxBytes: int, marker: str = MARKER) -> Any:
-    """``build(message)``, with ``message`` cut (and marked) until the JSON body has at most ``maxBytes``.
+    """``build(message)``, with ``message`` cut (and marked) so that the JSON body has at most ``maxBytes``.
 
-    Every character removed saves at least one byte, so cutting the excess
-    (plus the marker) converges in a step or two.
+    The longest prefix that fits is found by bisection (a body's size grows
+    with the prefix; JSON escapes make characters cost 1 to 6 bytes each).
     """
     tree = build(message)
-    size = len(dumps(tree))
-    text = message
-    while size > maxBytes and text:
-        keep = max(0, len(text) - (size - maxBytes) - len(marker.encode("utf-8")))
-        text = text[:keep]
-        tree = build(text + marker)
-        size = len(dumps(tree))
-    return tree
+    if len(dumps(tree)) <= maxBytes:
+        return tree
+    low, high = 0, len(message)  # build(message[:low] + marker) fits (or low is 0); message[:high] does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        if len(dumps(build(message[:mid] + marker))) <= maxBytes:
+            low = mid
+        else:
+            high = mid
+    return build(message[:low] + marker)
