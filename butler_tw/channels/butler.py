@@ -54,17 +54,22 @@ def build_request(alert: Alert, webhook: Webhook, timestamp: int) -> Request:
     ``webhook-id`` and ``webhook-timestamp`` follow Standard Webhooks: the id
     is the alert's, the same on every attempt, so a receiver can de-duplicate.
     """
-    headers = [
+    headers = base_headers(alert, timestamp)
+    if webhook.method == "GET":
+        return Request("GET", with_query(webhook.url, query_string(alert)), headers, None)
+    headers += (("Content-Type", "application/json"),)
+    return Request(webhook.method, without_fragment(webhook.url), headers, json_body(alert))
+
+
+def base_headers(alert: Alert, timestamp: int) -> tuple[tuple[str, str], ...]:
+    """What every request carries, whatever its format."""
+    return (
         ("User-Agent", USER_AGENT),
         ("webhook-id", alert.alertId),
         ("webhook-timestamp", str(timestamp)),
-    ]
-    if webhook.method == "GET":
-        return Request("GET", with_query(webhook.url, query_string(alert)), tuple(headers), None)
-    headers.append(("Content-Type", "application/json"))
-    return Request(webhook.method, _without_fragment(webhook.url), tuple(headers), json_body(alert))
+    )
 
 
 @functools.lru_cache(maxsize=256)
-def _without_fragment(url: str) -> str:
+def without_fragment(url: str) -> str:
     return urlunsplit(urlsplit(url)._replace(fragment=""))

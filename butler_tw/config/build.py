@@ -171,6 +171,8 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int, repo
     if entry is INVALID or entry is None or any(v is INVALID for v in entry.values()):
         return None
     where = f"{schema.WN}.{key}"
+    if not _message_settings(entry, where, report):
+        return None
     extra: tuple[tuple[str, str], ...] = entry["headers"] or ()
     auth: Auth | None = entry["auth"]
     if auth is not None:
@@ -204,4 +206,40 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int, repo
         headers=extra,
         auth=auth,
         signingKey=entry["signing"],
+        format=entry["format"],
+        body=entry["body"],
+        contentType=entry["contentType"],
+        routingKey=entry["routingKey"] or "",
+        severity=entry["severity"],
+        priority=entry["priority"],
     )
+
+
+#: The entry keys that only one format reads.
+_FORMAT_KEYS = {"routingKey": "pagerduty", "severity": "pagerduty", "priority": "opsgenie"}
+
+
+def _message_settings(entry: dict[str, Any], path: str, report: Report) -> bool:
+    """The checks across ``format``, ``body``, ``httpMethod`` and the preset keys. False: unusable."""
+    fmt, method, ok = entry["format"], entry["httpMethod"], True
+    if fmt != "butler" and method != "POST":
+        report.problem(
+            f"{path}.format",
+            f"format: {fmt} sends with POST only, and httpMethod is {method}: set httpMethod: POST",
+        )
+        ok = False
+    if entry["body"] is not None and method == "GET":
+        report.problem(f"{path}.body", "a GET request has no body: set httpMethod: POST or PUT")
+        ok = False
+    if fmt == "pagerduty" and entry["routingKey"] is None:
+        report.problem(
+            f"{path}.routingKey",
+            "missing: format: pagerduty needs the integration key of an Events API v2 integration",
+        )
+        ok = False
+    for name, owner in _FORMAT_KEYS.items():
+        if entry[name] is not None and fmt != owner:
+            report.warn(
+                f"{path}.{name}", f"only read with format: {owner} (this entry has format: {fmt}); ignored"
+            )
+    return ok

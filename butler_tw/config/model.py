@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import attrs
 
@@ -19,6 +19,9 @@ from butler_tw.core.redact import redact_url
 from butler_tw.core.retry import RetryPolicy
 from butler_tw.core.routing import Routing
 from butler_tw.core.sources import Network
+
+if TYPE_CHECKING:
+    from butler_tw.channels.templates import BodyTemplate
 
 DEFAULT_RATE_LIMIT = 300.0
 DEFAULT_TIMEOUT = 10.0
@@ -35,6 +38,10 @@ DEFAULT_BACKPRESSURE_THRESHOLD = 0.8
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 METHODS = ("GET", "POST", "PUT")
+#: The ``format`` of a webhook entry: the seed's payload, or a preset for a service.
+FORMAT_NAMES = ("butler", "teams", "slack", "discord", "pagerduty", "opsgenie")
+SEVERITIES = ("critical", "error", "warning", "info")
+PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 
 
 class ConfigError(Exception):
@@ -116,6 +123,18 @@ class Webhook:
     auth: Auth | None = attrs.field(default=None, repr=False)
     #: The Standard Webhooks signing key (``signing.secret`` decoded); None: not signed.
     signingKey: bytes | None = attrs.field(default=None, repr=False)
+    #: How the body is written: ``butler`` (the seed's payload) or a preset (``teams``, ...).
+    format: str = "butler"
+    #: The compiled ``body:`` tree: when set, it is the body, whatever the format.
+    body: BodyTemplate | None = None
+    #: The request's Content-Type for a body (None: ``application/json``).
+    contentType: str | None = None
+    #: PagerDuty's integration key (``routingKey``): a secret, never shown.
+    routingKey: str = attrs.field(default="", repr=False)
+    #: PagerDuty's ``payload.severity`` (None: error for a failure, warning for an abort).
+    severity: str | None = None
+    #: Opsgenie's ``priority`` P1..P5 (None: P3 for a failure, P4 for an abort).
+    priority: str | None = None
 
     @property
     def loggableUrl(self) -> str:

@@ -176,6 +176,12 @@ def webhook_changes(old: Webhook, new: Webhook) -> list[str]:
             if old.signingKey and new.signingKey
             else f"signing {'on' if old.signingKey else 'off'} -> {'on' if new.signingKey else 'off'}"
         )
+    if (old.format, old.body, old.contentType) != (new.format, new.body, new.contentType):
+        found.append(
+            f"format {old.format} -> {new.format}" if old.format != new.format else "message body changed"
+        )
+    if (old.routingKey, old.severity, old.priority) != (new.routingKey, new.severity, new.priority):
+        found.append("routingKey, severity or priority changed")  # never the key itself: a secret
     if old.tls != new.tls:
         if (old.tls.mode, old.tls.caFile) == (new.tls.mode, new.tls.caFile):
             found.append(f"TLS {_tls(new.tls)}: the CA file's certificates changed")

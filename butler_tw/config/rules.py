@@ -209,3 +209,36 @@ def port(value: Any, path: str, report: Report) -> Any:
         report.problem(path, f"expected a port number 1-65535, got {kind_of(value)}")
         return INVALID
     return value
+
+
+def body_template(tree: Any, path: str, report: Report) -> Any:
+    """A ``body:`` tree, its templates compiled and tried with a sample alert of each kind."""
+    from butler_tw.channels.templates import TemplateProblem, compile_body
+
+    if not isinstance(tree, (dict, list)):
+        report.problem(path, f"expected a mapping or a list (the JSON body), got {kind_of(tree)}")
+        return INVALID
+    try:
+        return compile_body(tree, path)
+    except TemplateProblem as e:
+        report.problem(e.path, e.message)
+        return INVALID
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;.*)?$")
+
+
+def content_type(value: Any, path: str, report: Report) -> Any:
+    """A media type such as ``application/json; charset=utf-8``."""
+    if not isinstance(value, str) or not _TOKEN.match(value.strip()) or "\n" in value or "\r" in value:
+        report.problem(path, "expected a media type such as 'application/json'")
+        return INVALID
+    return value.strip()
+
+
+def secret_text(value: Any, path: str, report: Report) -> Any:
+    """A secret string (a token): checked without ever echoing it."""
+    if not isinstance(value, str) or not value.strip():
+        report.problem(path, "expected a non-empty string (the value is not shown: it is a secret)")
+        return INVALID
+    return value.strip()

@@ -20,6 +20,8 @@ is accepted here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from butler_tw.config import headers, rules
 from butler_tw.config.model import (
     DEFAULT_DEAD_LETTER_RETENTION,
@@ -31,13 +33,28 @@ from butler_tw.config.model import (
     DEFAULT_SOURCE_RATE_LIMIT,
     DEFAULT_STATE_DIR,
     DEFAULT_TIMEOUT,
+    FORMAT_NAMES,
     LOG_FORMATS,
     LOG_LEVELS,
     METHODS,
+    PRIORITIES,
+    SEVERITIES,
     TlsSettings,
 )
 from butler_tw.config.secrets import secret
-from butler_tw.config.spec import EMPTY, Anything, Bool, ListOf, Number, Rule, Section, Spec, Text, Unknown
+from butler_tw.config.spec import (
+    EMPTY,
+    Anything,
+    Bool,
+    ListOf,
+    Number,
+    Report,
+    Rule,
+    Section,
+    Spec,
+    Text,
+    Unknown,
+)
 
 DAY = 86400.0
 
@@ -60,6 +77,13 @@ BUTLER_SECTIONS = frozenset(
 
 WN = "Butler.webhookNotification"
 UDP = "Butler.udpServerConfig"
+
+
+def _secret_text(value: Any, path: str, report: Report) -> Any:
+    """A secret token: its ``${env:...}``/``${file:...}`` reference resolved, then checked unseen."""
+    if isinstance(value, str):
+        return secret(rules.secret_text)(value, path, report)
+    return rules.secret_text(value, path, report)
 
 
 def _webhook(rules_on: bool) -> Section:
@@ -120,6 +144,24 @@ def _webhook(rules_on: bool) -> Section:
             "signing": Section(
                 keys={"secret": Text(required=True, rule=rule(secret(headers.signing_secret)))},
                 rule=rule(headers.signing),
+            ),
+            # what is sent: see butler_tw.channels.formats
+            "format": Text(
+                default="butler",
+                normalise=lambda s: s.strip().lower(),
+                choices=FORMAT_NAMES,
+                choicesText="butler, teams, slack, discord, pagerduty or opsgenie",
+            ),
+            "body": Anything(rule=rule(rules.body_template)),
+            "contentType": Anything(rule=rule(rules.content_type)),
+            "routingKey": Anything(rule=rule(_secret_text)),
+            "severity": Text(
+                normalise=lambda s: s.strip().lower(),
+                choices=SEVERITIES,
+                choicesText="critical, error, warning or info",
+            ),
+            "priority": Text(
+                normalise=lambda s: s.strip().upper(), choices=PRIORITIES, choicesText="one of P1 to P5"
             ),
         },
     )

@@ -17,8 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from butler_tw.channels.butler import Request
-from butler_tw.channels.request import build_request
+from butler_tw.channels.request import RenderError, Request, build_request
 from butler_tw.config import Webhook
 from butler_tw.core.delivery import REMOVED, Delivery, State, removed_key
 from butler_tw.core.retry import Outcome, Verdict, hint_for_status
@@ -128,7 +127,12 @@ class Dispatcher:
             # Resumed after a long downtime: the alert is stale, do not send it now.
             self._expire(delivery)
             return
-        request = build_request(delivery.alert, self.webhook, timestamp=int(started))
+        try:
+            request = build_request(delivery.alert, self.webhook, timestamp=int(started))
+        except RenderError as e:
+            # The same template fails the same way on every attempt: no retry.
+            self._unrenderable(delivery, str(e))
+            return
         self._stats.incr("attempts_started", self.webhook.key)
         d = self._sender.send(request)
         self._inFlight[delivery.id] = d
@@ -206,6 +210,29 @@ class Dispatcher:
         )
         self._stats.incr("deliveries_dead", self._keyNow())
         self.health.lastDead = self._clock.seconds()
+        self._outbox.record(dead)
+        if self.onFinal is not None:
+            self.onFinal(dead)
+
+    def _unrenderable(self, delivery: Delivery, reason: str) -> None:
+        dead = attrs.evolve(
+            delivery,
+            webhookKey=self._keyNow(),
+            state=State.DEAD,
+            lastOutcome=f"not sent: the body template failed: {reason}",
+        )
+        log.error(
+            "{event}: task {taskName!r} ({taskId}) to {webhook}: not sent, the body template failed "
+            "({reason}); kept as a dead letter, not retried",
+            event=delivery.alert.event,
+            taskName=delivery.alert.taskName,
+            taskId=delivery.alert.taskId,
+            webhook=self.webhook.name,
+            reason=reason,
+        )
+        self._stats.incr("deliveries_dead", self._keyNow())
+        self.health.lastDead = self._clock.seconds()
+        self.health.failure(self._clock.seconds(), "body template failed")
         self._outbox.record(dead)
         if self.onFinal is not None:
             self.onFinal(dead)

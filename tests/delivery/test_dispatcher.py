@@ -583,3 +583,43 @@ class DispatcherNetworkTests(TestCase):
         self.assertEqual(first.body, second.body)
         self.assertEqual(outbox.live, {})
         self.assertEqual(stats.get("attempts_started", webhook.key), 2)
+
+
+class RenderErrorTests(SynchronousTestCase):
+    """A ``body:`` template that fails for one alert at send time dead-letters that delivery only."""
+
+    def test_renderErrorDeadLettersWithoutRetry(self) -> None:
+        import attrs
+
+        from butler_tw.channels.templates import compile_body
+
+        clock, sender, outbox, stats = Clock(), FakeSender(), MemoryOutbox(), Stats()
+        clock.advance(1000)
+        webhook = attrs.evolve(
+            make_webhook("http://127.0.0.1:9/hook", retry=RetryPolicy(schedule=(0.0, 10.0), maxAge=3600)),
+            body=compile_body(
+                {"text": "{% if logMessage == 'boom' %}{{ missing }}{% endif %}{{ taskName }}"}
+            ),
+        )
+        dispatcher = Dispatcher(webhook, sender, outbox, clock, stats)
+        finals: list[Delivery] = []
+        dispatcher.onFinal = finals.append
+        bad = Delivery(make_alert(taskId="t1", logMessage="boom"), webhook.key, acceptedAt=1000, dueAt=1000)
+        good = Delivery(make_alert(taskId="t2", logMessage="fine"), webhook.key, acceptedAt=1000, dueAt=1000)
+        for delivery in (bad, good):
+            outbox.live[delivery.id] = delivery
+            dispatcher.submit(delivery)
+        # The bad one is dead at once, with its reason; the good one is sent.
+        (dead,) = outbox.dead
+        self.assertEqual((dead.id, dead.state, dead.attempts), (bad.id, State.DEAD, 0))
+        self.assertIn("not sent: the body template failed", dead.lastOutcome)
+        self.assertIn("body.text: undefined name 'missing'", dead.lastOutcome)
+        self.assertEqual(finals, [dead])
+        self.assertEqual(sender.attempts, 1)
+        self.assertEqual(
+            sender.requests[0].body, b'{"text":"' + b"Reload sales \xc3\xa5\xc3\xa4\xc3\xb6 & co" + b'"}'
+        )
+        clock.advance(60)  # no retry is ever scheduled for it
+        self.assertEqual(sender.attempts, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(stats.get("deliveries_dead", webhook.key), 1)
