@@ -7,7 +7,8 @@ in one go. Nothing downstream re-reads raw YAML.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Mapping
 
 from butler_tw.config import schema
 from butler_tw.config.loader import read_document, read_file
@@ -28,17 +29,26 @@ from butler_tw.core.retry import RetryPolicy
 UDP = schema.UDP
 
 
-def load_config(path: str, reader: Callable[[str], bytes] = read_file) -> Config:
-    """Read and validate the config file at ``path`` (and the CA files it names).
+def load_config(
+    path: str, reader: Callable[[str], bytes] = read_file, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate the config file at ``path`` (and the CA and client certificate files it names).
+
+    ``environ`` (default: the process environment) is read for ``proxy: env``.
 
     :raises ConfigError: naming every problem found.
     """
-    return parse_config(read_document(path, reader), source=path, reader=reader)
+    return parse_config(read_document(path, reader), source=path, reader=reader, environ=environ)
 
 
-def parse_config(raw: Any, source: str = "<config>", reader: Callable[[str], bytes] = read_file) -> Config:
-    """Validate an already-loaded YAML document. ``reader`` reads CA files."""
-    report = Report(reader)
+def parse_config(
+    raw: Any,
+    source: str = "<config>",
+    reader: Callable[[str], bytes] = read_file,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate an already-loaded YAML document. ``reader`` reads CA and certificate files."""
+    report = Report(reader, environ=os.environ if environ is None else environ)
     doc = check(schema.FILE, raw, "", report)
     config = None if doc is INVALID else _build(doc, raw, report)
     if report.problems or config is None:
@@ -155,4 +165,5 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int) -> W
         ),
         logFullPath=entry["logFullPath"],
         label=entry["name"].strip(),
+        proxy=entry["proxy"],
     )

@@ -34,6 +34,8 @@ DEFAULT_BACKPRESSURE_THRESHOLD = 0.8
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 METHODS = ("GET", "POST", "PUT")
+#: The values ``cert.minVersion`` takes; the first is the default.
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
 class ConfigError(Exception):
@@ -60,11 +62,59 @@ class TrustMode(enum.Enum):
 
 
 @attrs.frozen
+class ClientCertificate:
+    """A client certificate for mutual TLS (``cert.clientCert``, ``cert.clientKey``), read at start-up.
+
+    :ivar certificates: PEM text of the certificate, then any intermediates
+        after it in the file (sent with it).
+    :ivar key: the private key, as unencrypted PKCS#8 PEM: a secret, never
+        shown (``repr`` leaves it out).
+    """
+
+    certFile: str
+    keyFile: str
+    certificates: tuple[bytes, ...]
+    key: bytes = attrs.field(repr=False)
+    #: The certificate's subject, for display: ``CN=butler-tw``.
+    subject: str = ""
+
+
+@attrs.frozen
 class TlsSettings:
     mode: TrustMode = TrustMode.PLATFORM
     #: PEM text of each CA certificate (a bundle is split), read at start-up.
     caCertificates: tuple[bytes, ...] = ()
     caFile: str | None = None
+    #: Sent when the server asks for one (mutual TLS); https URLs only.
+    clientCertificate: ClientCertificate | None = None
+    #: The lowest protocol version accepted: ``TLSv1.2`` or ``TLSv1.3``.
+    minVersion: str = TLS_VERSIONS[0]
+    #: The name the server certificate must hold (and SNI), instead of the URL's host.
+    serverName: str | None = None
+
+
+@attrs.frozen
+class Proxy:
+    """An HTTP proxy a webhook goes through (``proxy``): CONNECT for https, absolute-form for http.
+
+    :ivar credentials: the ``Proxy-Authorization`` value (``Basic ...``) from
+        the proxy URL's user info: a secret, never shown.
+    :ivar source: where it came from: ``proxy`` (the key) or the
+        environment variable read for ``proxy: env`` (e.g. ``HTTPS_PROXY``).
+    """
+
+    host: str
+    port: int
+    credentials: bytes | None = attrs.field(default=None, repr=False)
+    source: str = "proxy"
+
+    @property
+    def loggable(self) -> str:
+        """``http://proxy.corp:3128`` and where it came from; never the credentials."""
+        shown = f"http://{self.host}:{self.port}"
+        if self.credentials is not None:
+            shown += " (with credentials)"
+        return shown if self.source == "proxy" else f"{shown} (from {self.source})"
 
 
 @attrs.frozen
@@ -90,6 +140,8 @@ class Webhook:
     logFullPath: bool = False
     #: A short name of our own (the ``name`` key) for logs and metric labels.
     label: str = ""
+    #: The HTTP proxy this webhook's calls go through; None: direct.
+    proxy: Proxy | None = None
 
     @property
     def loggableUrl(self) -> str:

@@ -34,8 +34,10 @@ from butler_tw.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     METHODS,
+    TLS_VERSIONS,
     TlsSettings,
 )
+from butler_tw.config.proxy import proxy_setting
 from butler_tw.config.spec import EMPTY, Anything, Bool, ListOf, Number, Rule, Section, Spec, Text, Unknown
 
 DAY = 86400.0
@@ -71,6 +73,7 @@ def _webhook(rules_on: bool) -> Section:
         required=True,
         unknown=Unknown.WARN,
         ignoredBecause=" (Butler ignores it too)",
+        rule=rule(rules.webhook_entry),
         keys={
             "description": Text(default=""),
             "webhookURL": Text(required=True, rule=rule(rules.webhook_url)),
@@ -85,6 +88,16 @@ def _webhook(rules_on: bool) -> Section:
                     "enable": Bool(default=False),
                     "rejectUnauthorized": Bool(default=True),
                     "certCA": Text(),
+                    # butler-tw's own (Butler ignores them): read whether or not enable is true
+                    "clientCert": Text(),
+                    "clientKey": Text(),
+                    "minVersion": Text(
+                        default=TLS_VERSIONS[0],
+                        normalise=rules.tls_version,
+                        choices=TLS_VERSIONS,
+                        choicesText=" or ".join(TLS_VERSIONS),
+                    ),
+                    "serverName": Text(),
                 },
                 default=TlsSettings(),
                 rule=rule(rules.tls_settings),
@@ -96,6 +109,7 @@ def _webhook(rules_on: bool) -> Section:
             "retrySchedule": Anything(rule=rule(rules.retry_schedule)),
             "maxAge": Number(low=1, high=30 * DAY),
             "logFullPath": Bool(default=False),
+            "proxy": Anything(rule=rule(proxy_setting)),
         },
     )
 

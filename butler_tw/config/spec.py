@@ -42,6 +42,8 @@ class Report:
     """What a walk found, in the order it was found."""
 
     reader: Callable[[str], bytes]
+    #: The environment, for ``proxy: env`` (HTTPS_PROXY, ...), read at config load.
+    environ: Mapping[str, str] = attrs.Factory(dict)
     problems: list[str] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)
     ignored: list[str] = attrs.Factory(list)
