@@ -244,6 +244,29 @@ class Config:
         return found
 
 
+def transport_summary(webhook: Webhook) -> str:
+    """How a webhook connects, in one phrase for start-up lines and ``check-config``; no secret.
+
+    ``TLS: custom CA (/etc/ca.pem), client certificate /etc/c.pem, TLSv1.3 minimum;
+    via proxy http://proxy.corp:3128 (from HTTPS_PROXY)``
+    """
+    if webhook.url.lower().startswith("https:"):
+        tls = webhook.tls
+        parts = [tls.mode.value + (f" ({tls.caFile})" if tls.caFile else "")]
+        if tls.clientCertificate is not None:
+            parts.append(f"client certificate {tls.clientCertificate.certFile}")
+        if tls.minVersion != TLS_VERSIONS[0]:
+            parts.append(f"{tls.minVersion} minimum")
+        if tls.serverName:
+            parts.append(f"server name {tls.serverName}")
+        summary = "TLS: " + ", ".join(parts)
+    else:
+        summary = "TLS: none (http)"
+    if webhook.proxy is not None:
+        summary += f"; via proxy {webhook.proxy.loggable}"
+    return summary
+
+
 def _loopback_only(listen: str) -> bool:
     """Whether an endpoint description binds loopback only (a unix socket counts)."""
     if listen.startswith("unix:"):

@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from twisted.trial.unittest import SynchronousTestCase
 
 from butler_tw.config import ConfigError, Proxy, TrustMode, Webhook, parse_config
+from butler_tw.config.model import transport_summary
 from butler_tw.config.proxy import EnvProxies, bypasses, parse_no_proxy, parse_proxy_url, proxy_for
+from butler_tw.config.reloadplan import webhook_changes
 from tests.config.test_config import FAILURE, hook, with_hooks
 
 KEY = f"{FAILURE}.webhooks[0]"
@@ -289,3 +291,41 @@ class NoProxyTests(SynchronousTestCase):
         self.assertEqual(proxy_for(env, "https://hooks.example/x"), Proxy("p", 1))
         self.assertIsNone(proxy_for(env, "https://a.skip.example/x"))
         self.assertIsNone(proxy_for(env, "http://hooks.example/x"))
+
+
+class SummaryTests(_Case):
+    """What start-up lines and reload plans say of these settings: names and files, never secrets."""
+
+    def test_transportSummary(self) -> None:
+        leaf = trustme.CA().issue_cert("butler-tw.example")
+        cert = self.write(leaf.cert_chain_pems[0].bytes(), "c.pem")
+        key = self.write(leaf.private_key_pem.bytes(), "c.key")
+        webhook = self.webhook(
+            cert={
+                "clientCert": cert,
+                "clientKey": key,
+                "minVersion": "TLSv1.3",
+                "serverName": "hooks.example",
+            },
+            proxy=f"http://svc:{'hunter2'}@proxy.corp:3128",
+        )
+        self.assertEqual(
+            transport_summary(webhook),
+            f"TLS: platform, client certificate {cert}, TLSv1.3 minimum, server name hooks.example; "
+            "via proxy http://proxy.corp:3128 (with credentials)",
+        )
+        plain = self.webhook(webhookURL="http://h.example/", proxy="http://proxy.corp:3128")
+        self.assertEqual(transport_summary(plain), "TLS: none (http); via proxy http://proxy.corp:3128")
+
+    def test_reloadChanges(self) -> None:
+        old = self.webhook(proxy="http://a:pw1@proxy.corp:3128")
+        self.assertEqual(
+            webhook_changes(
+                old, self.webhook(proxy="http://a:pw2@proxy.corp:3128", cert={"minVersion": "1.3"})
+            ),
+            ["cert.minVersion/serverName TLSv1.2/- -> TLSv1.3/-", "proxy credentials changed"],
+        )
+        self.assertEqual(
+            webhook_changes(old, self.webhook()),
+            ["proxy http://proxy.corp:3128 (with credentials) -> none"],
+        )
