@@ -1,6 +1,7 @@
 """What the tests share: the repository's paths (here), a daemon run as a
 subprocess (:mod:`tests.support.daemon`), webhook receivers and alerts
-(:mod:`tests.support.receivers`), and log capture (:mod:`tests.support.logs`)."""
+(:mod:`tests.support.receivers`), a CONNECT/plain HTTP proxy (:mod:`tests.support.proxy`),
+and log capture (:mod:`tests.support.logs`)."""
 
 from pathlib import Path
 
