@@ -212,6 +212,7 @@ def _webhook(entry: Any, key: str, defaults: RetryPolicy, concurrency: int, repo
         routingKey=entry["routingKey"] or "",
         severity=entry["severity"],
         priority=entry["priority"],
+        proxy=entry["proxy"],
     )
 
 

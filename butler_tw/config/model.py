@@ -42,6 +42,8 @@ METHODS = ("GET", "POST", "PUT")
 FORMAT_NAMES = ("butler", "teams", "slack", "discord", "pagerduty", "opsgenie")
 SEVERITIES = ("critical", "error", "warning", "info")
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+#: The values ``cert.minVersion`` takes; the first is the default.
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
 class ConfigError(Exception):
@@ -68,11 +70,59 @@ class TrustMode(enum.Enum):
 
 
 @attrs.frozen
+class ClientCertificate:
+    """A client certificate for mutual TLS (``cert.clientCert``, ``cert.clientKey``), read at start-up.
+
+    :ivar certificates: PEM text of the certificate, then any intermediates
+        after it in the file (sent with it).
+    :ivar key: the private key, as unencrypted PKCS#8 PEM: a secret, never
+        shown (``repr`` leaves it out).
+    """
+
+    certFile: str
+    keyFile: str
+    certificates: tuple[bytes, ...]
+    key: bytes = attrs.field(repr=False)
+    #: The certificate's subject, for display: ``CN=butler-tw``.
+    subject: str = ""
+
+
+@attrs.frozen
 class TlsSettings:
     mode: TrustMode = TrustMode.PLATFORM
     #: PEM text of each CA certificate (a bundle is split), read at start-up.
     caCertificates: tuple[bytes, ...] = ()
     caFile: str | None = None
+    #: Sent when the server asks for one (mutual TLS); https URLs only.
+    clientCertificate: ClientCertificate | None = None
+    #: The lowest protocol version accepted: ``TLSv1.2`` or ``TLSv1.3``.
+    minVersion: str = TLS_VERSIONS[0]
+    #: The name the server certificate must hold (and SNI), instead of the URL's host.
+    serverName: str | None = None
+
+
+@attrs.frozen
+class Proxy:
+    """An HTTP proxy a webhook goes through (``proxy``): CONNECT for https, absolute-form for http.
+
+    :ivar credentials: the ``Proxy-Authorization`` value (``Basic ...``) from
+        the proxy URL's user info: a secret, never shown.
+    :ivar source: where it came from: ``proxy`` (the key) or the
+        environment variable read for ``proxy: env`` (e.g. ``HTTPS_PROXY``).
+    """
+
+    host: str
+    port: int
+    credentials: bytes | None = attrs.field(default=None, repr=False)
+    source: str = "proxy"
+
+    @property
+    def loggable(self) -> str:
+        """``http://proxy.corp:3128`` and where it came from; never the credentials."""
+        shown = f"http://{self.host}:{self.port}"
+        if self.credentials is not None:
+            shown += " (with credentials)"
+        return shown if self.source == "proxy" else f"{shown} (from {self.source})"
 
 
 @attrs.frozen
@@ -135,6 +185,8 @@ class Webhook:
     severity: str | None = None
     #: Opsgenie's ``priority`` P1..P5 (None: P3 for a failure, P4 for an abort).
     priority: str | None = None
+    #: The HTTP proxy this webhook's calls go through; None: direct.
+    proxy: Proxy | None = None
 
     @property
     def loggableUrl(self) -> str:
@@ -239,6 +291,29 @@ class Config:
                     "verified, so anyone on the network path can read and change these alerts"
                 )
         return found
+
+
+def transport_summary(webhook: Webhook) -> str:
+    """How a webhook connects, in one phrase for start-up lines and ``check-config``; no secret.
+
+    ``TLS: custom CA (/etc/ca.pem), client certificate /etc/c.pem, TLSv1.3 minimum;
+    via proxy http://proxy.corp:3128 (from HTTPS_PROXY)``
+    """
+    if webhook.url.lower().startswith("https:"):
+        tls = webhook.tls
+        parts = [tls.mode.value + (f" ({tls.caFile})" if tls.caFile else "")]
+        if tls.clientCertificate is not None:
+            parts.append(f"client certificate {tls.clientCertificate.certFile}")
+        if tls.minVersion != TLS_VERSIONS[0]:
+            parts.append(f"{tls.minVersion} minimum")
+        if tls.serverName:
+            parts.append(f"server name {tls.serverName}")
+        summary = "TLS: " + ", ".join(parts)
+    else:
+        summary = "TLS: none (http)"
+    if webhook.proxy is not None:
+        summary += f"; via proxy {webhook.proxy.loggable}"
+    return summary
 
 
 def _loopback_only(listen: str) -> bool:

@@ -183,10 +183,22 @@ def webhook_changes(old: Webhook, new: Webhook) -> list[str]:
     if (old.routingKey, old.severity, old.priority) != (new.routingKey, new.severity, new.priority):
         found.append("routingKey, severity or priority changed")  # never the key itself: a secret
     if old.tls != new.tls:
-        if (old.tls.mode, old.tls.caFile) == (new.tls.mode, new.tls.caFile):
-            found.append(f"TLS {_tls(new.tls)}: the CA file's certificates changed")
-        else:
+        if (old.tls.mode, old.tls.caFile) != (new.tls.mode, new.tls.caFile):
             found.append(f"TLS {_tls(old.tls)} -> {_tls(new.tls)}")
+        elif old.tls.caCertificates != new.tls.caCertificates:
+            found.append(f"TLS {_tls(new.tls)}: the CA file's certificates changed")
+        if old.tls.clientCertificate != new.tls.clientCertificate:
+            found.append("cert.clientCert/clientKey changed")
+        if (old.tls.minVersion, old.tls.serverName) != (new.tls.minVersion, new.tls.serverName):
+            found.append(
+                f"cert.minVersion/serverName {old.tls.minVersion}/{old.tls.serverName or '-'} -> "
+                f"{new.tls.minVersion}/{new.tls.serverName or '-'}"
+            )
+    if old.proxy != new.proxy:
+        shown = [p.loggable if p is not None else "none" for p in (old.proxy, new.proxy)]
+        found.append(
+            f"proxy {shown[0]} -> {shown[1]}" if shown[0] != shown[1] else "proxy credentials changed"
+        )
     return found
 
 

@@ -15,12 +15,16 @@ from urllib.parse import SplitResult, urlsplit
 
 from hyperlink import EncodedURL
 
-from butler_tw.config.model import TlsSettings, TrustMode
+from butler_tw.config.model import TLS_VERSIONS, ClientCertificate, TlsSettings, TrustMode
 from butler_tw.config.spec import INVALID, Report, did_you_mean, kind_of
 from butler_tw.core.routing import FIELDS
 from butler_tw.core.sources import Network, parse_entry
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
+_PEM_KEY = re.compile(
+    rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----\s.+?-----END \1-----", re.DOTALL
+)
+_DNS_NAME = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 def webhook_url(url: str, path: str, report: Report) -> Any:
@@ -74,9 +78,27 @@ def _bad_port_or_host(url: str) -> str:
 
 
 def tls_settings(node: dict[str, Any], path: str, report: Report) -> Any:
-    """A ``cert`` block: the CA certificates read now (start-up), not at every request."""
+    """A ``cert`` block: the CA certificates and client certificate read now (start-up), not per request.
+
+    ``enable`` switches Butler's own keys (``certCA``, ``rejectUnauthorized``):
+    as in Butler, they are not read when it is false. Ours (``clientCert``,
+    ``clientKey``, ``minVersion``, ``serverName``) apply either way: with
+    ``enable: false`` they go with the platform's CA store.
+    """
+    if any(node[k] is INVALID for k in ("clientCert", "clientKey", "minVersion", "serverName")):
+        return INVALID
+    client = client_certificate(node["clientCert"], node["clientKey"], path, report)
+    server_name = node["serverName"]
+    if server_name is not None:
+        server_name = server_name.strip().rstrip(".").lower()
+        if not _is_host(server_name):
+            report.problem(f"{path}.serverName", "must be a DNS host name or an IP address")
+            return INVALID
+    ours = dict(minVersion=node["minVersion"], serverName=server_name or None)
+    if client is INVALID:
+        return INVALID
     if node["enable"] is not True:
-        return TlsSettings()  # as in Butler, the rest of a disabled block is not read
+        return TlsSettings(clientCertificate=client, **ours)
     ca_path = node["certCA"]
     if ca_path is INVALID or node["rejectUnauthorized"] is INVALID:
         return INVALID
@@ -87,7 +109,127 @@ def tls_settings(node: dict[str, Any], path: str, report: Report) -> Any:
     if certs is INVALID:
         return INVALID
     mode = TrustMode.CUSTOM_CA if node["rejectUnauthorized"] is not False else TrustMode.NO_VERIFY
-    return TlsSettings(mode=mode, caCertificates=certs, caFile=ca_path)
+    return TlsSettings(mode=mode, caCertificates=certs, caFile=ca_path, clientCertificate=client, **ours)
+
+
+def webhook_entry(node: dict[str, Any], path: str, report: Report) -> Any:
+    """What needs two keys of an entry: a client certificate needs https; ``proxy: env`` picks by URL."""
+    from butler_tw.config.proxy import EnvProxies, proxy_for
+
+    url, tls, setting = node["webhookURL"], node["cert"], node["proxy"]
+    if url is INVALID:
+        return node
+    https = url.lower().startswith("https:")
+    if isinstance(tls, TlsSettings) and tls.clientCertificate is not None and not https:
+        report.problem(
+            f"{path}.cert.clientCert",
+            "is set, but webhookURL is http://: a client certificate is only sent over https",
+        )
+    if isinstance(setting, EnvProxies):
+        chosen = proxy_for(setting, url)
+        wanted = "HTTPS_PROXY" if https else "HTTP_PROXY"
+        if chosen is None and (setting.https if https else setting.http) is None:
+            report.warn(
+                f"{path}.proxy",
+                f"is env, but neither {wanted} nor {wanted.lower()} is set: this webhook is called directly",
+            )
+        return {**node, "proxy": chosen}
+    return node
+
+
+def tls_version(value: str) -> str:
+    """``minVersion`` in any case, ``1.3`` or ``TLSv1.3``: the canonical spelling."""
+    short = value.strip().lower().removeprefix("tlsv").removeprefix("tls")
+    return {v.lower().removeprefix("tlsv"): v for v in TLS_VERSIONS}.get(short, value.strip())
+
+
+def _is_host(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return _DNS_NAME.fullmatch(name) is not None
+
+
+def _read(file: str, where: str, report: Report) -> bytes | None:
+    try:
+        return report.reader(file)
+    except FileNotFoundError:
+        report.problem(where, f"file not found: {file}")
+    except OSError as e:
+        report.problem(where, f"cannot read {file}: {e.strerror}")
+    return None
+
+
+def client_certificate(cert_path: str | None, key_path: str | None, path: str, report: Report) -> Any:
+    """``clientCert`` and ``clientKey``: both or neither; PEM; the key unencrypted and the certificate's own.
+
+    No message holds anything read from the key file.
+    """
+    if cert_path is None and key_path is None:
+        return None
+    if cert_path is None or key_path is None:
+        given, absent = ("clientCert", "clientKey") if key_path is None else ("clientKey", "clientCert")
+        report.problem(
+            f"{path}.{absent}",
+            f"missing: {given} is set, and mutual TLS needs both the certificate (clientCert) "
+            "and its private key (clientKey)",
+        )
+        return INVALID
+    cert_where, key_where = f"{path}.clientCert", f"{path}.clientKey"
+    cert_data = _read(cert_path, cert_where, report)
+    key_data = _read(key_path, key_where, report)
+    if cert_data is None or key_data is None:
+        return INVALID
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    pems = [m.group(0) for m in _PEM_CERT.finditer(cert_data)]
+    if not pems:
+        report.problem(cert_where, f"{cert_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return INVALID
+    try:
+        certs = [x509.load_pem_x509_certificate(pem) for pem in pems]
+    except ValueError:
+        report.problem(cert_where, f"a certificate in {cert_path} cannot be read")
+        return INVALID
+    found = _PEM_KEY.search(key_data)
+    if found is None:
+        report.problem(key_where, f"{key_path} holds no PEM private key (-----BEGIN PRIVATE KEY-----)")
+        return INVALID
+    if found.group(1) == b"ENCRYPTED PRIVATE KEY" or b"ENCRYPTED" in found.group(0)[:200]:
+        report.problem(
+            key_where,
+            f"the key in {key_path} is encrypted (passphrase-protected), which is not supported: "
+            f"store it unencrypted, readable by this daemon only (openssl pkey -in {key_path} -out NEW.pem)",
+        )
+        return INVALID
+    try:
+        key: Any = serialization.load_pem_private_key(found.group(0), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        report.problem(key_where, f"the private key in {key_path} cannot be read")
+        return INVALID
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != certs[0].public_key().public_bytes(*spki):
+        report.problem(
+            key_where,
+            f"the key in {key_path} does not belong to the certificate in {cert_path} "
+            "(their public keys differ)",
+        )
+        return INVALID
+    plain = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ClientCertificate(
+        certFile=cert_path,
+        keyFile=key_path,
+        certificates=tuple(pems),
+        key=plain,
+        subject=certs[0].subject.rfc4514_string(),
+    )
 
 
 def ca_bundle(ca_path: str, where: str, report: Report) -> Any:

@@ -39,8 +39,10 @@ from butler_tw.config.model import (
     METHODS,
     PRIORITIES,
     SEVERITIES,
+    TLS_VERSIONS,
     TlsSettings,
 )
+from butler_tw.config.proxy import proxy_setting
 from butler_tw.config.secrets import secret
 from butler_tw.config.spec import (
     EMPTY,
@@ -96,6 +98,7 @@ def _webhook(rules_on: bool) -> Section:
         required=True,
         unknown=Unknown.WARN,
         ignoredBecause=" (Butler ignores it too)",
+        rule=rule(rules.webhook_entry),
         keys={
             "description": Text(default=""),
             "webhookURL": Text(required=True, rule=rule(secret(rules.webhook_url))),
@@ -110,6 +113,16 @@ def _webhook(rules_on: bool) -> Section:
                     "enable": Bool(default=False),
                     "rejectUnauthorized": Bool(default=True),
                     "certCA": Text(),
+                    # butler-tw's own (Butler ignores them): read whether or not enable is true
+                    "clientCert": Text(),
+                    "clientKey": Text(),
+                    "minVersion": Text(
+                        default=TLS_VERSIONS[0],
+                        normalise=rules.tls_version,
+                        choices=TLS_VERSIONS,
+                        choicesText=" or ".join(TLS_VERSIONS),
+                    ),
+                    "serverName": Text(),
                 },
                 default=TlsSettings(),
                 rule=rule(rules.tls_settings),
@@ -163,6 +176,7 @@ def _webhook(rules_on: bool) -> Section:
             "priority": Text(
                 normalise=lambda s: s.strip().upper(), choices=PRIORITIES, choicesText="one of P1 to P5"
             ),
+            "proxy": Anything(rule=rule(proxy_setting)),
         },
     )
 

@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from butler_tw import __version__
 from butler_tw.config import Config
+from butler_tw.config.model import transport_summary
 from butler_tw.core.sources import SourceFilter
 from butler_tw.core.stats import Stats
 from butler_tw.core.words import count
@@ -254,11 +255,11 @@ def log_startup(config: Config) -> None:
         )
         for w in route.webhooks:
             log.info(
-                "  {key}: {name} -> {method} {url} (TLS: {tls}, timeout {timeout:g} s)",
+                "  {key}: {name} -> {method} {url} ({transport}, timeout {timeout:g} s)",
                 key=w.key,
                 name=w.description or "(no description)",
                 method=w.method,
                 url=w.loggableUrl,
-                tls=w.tls.mode.value if w.url.lower().startswith("https:") else "none (http)",
+                transport=transport_summary(w),
                 timeout=w.timeout,
             )

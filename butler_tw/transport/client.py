@@ -29,6 +29,7 @@ from twisted.web.iweb import IResponse
 from butler_tw.channels.butler import Request
 from butler_tw.config import Webhook
 from butler_tw.core.retry import Outcome, parse_retry_after
+from butler_tw.transport.proxy import ProxiedAgent, ProxyError
 from butler_tw.transport.tls import policy_for
 
 #: Most bytes of a response body that are read; the rest is discarded.
@@ -55,12 +56,16 @@ class WebhookClient:
         self._pool.maxPersistentPerHost = webhook.concurrency
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
         self._pool._factory = _QuietHTTP11ClientFactory
-        agent = webclient.Agent(
-            reactor,
-            contextFactory=policy_for(webhook.tls),
-            connectTimeout=webhook.timeout,
-            pool=self._pool,
-        )
+        agent: Any
+        if webhook.proxy is not None:
+            agent = ProxiedAgent(reactor, webhook.proxy, policy_for(webhook.tls), webhook.timeout, self._pool)
+        else:
+            agent = webclient.Agent(
+                reactor,
+                contextFactory=policy_for(webhook.tls),
+                connectTimeout=webhook.timeout,
+                pool=self._pool,
+            )
         # A jar that keeps nothing: a cookie set by a receiver is never sent back.
         noCookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._http = HTTPClient(agent, cookiejar=noCookies)  # type: ignore[arg-type]
@@ -103,6 +108,9 @@ class WebhookClient:
             if response.code in (429, 503):
                 values = response.headers.getRawHeaders(b"retry-after") or [b""]
                 retry_after = parse_retry_after(values[0].decode("latin-1"), self._reactor.seconds())
+            if response.code == 407 and self._webhook.proxy is not None:
+                # Only a proxy answers 407: a failed attempt, retried, not the receiver's verdict.
+                return Outcome(error="proxy refused the request: 407 (Proxy Authentication Required)")
             return Outcome(status=response.code, retryAfter=retry_after)
 
         reading: Deferred[None] = Deferred(lambda d: reader.abort())
@@ -166,6 +174,8 @@ class _CappedDiscard(Protocol):
 def describe_failure(failure: Failure, timeout: float) -> Outcome:
     """Turn a transport failure into a short, secret-free :class:`Outcome`."""
     exc = failure.value
+    if isinstance(exc, ProxyError):
+        return Outcome(error=str(exc), timedOut=exc.timedOut)
     if isinstance(exc, (TimeoutError, CancelledError, neterror.TimeoutError)):
         return Outcome(error=f"timed out after {timeout:g} s", timedOut=True)
     if isinstance(exc, neterror.ConnectionRefusedError):
@@ -177,6 +187,8 @@ def describe_failure(failure: Failure, timeout: float) -> Outcome:
     reasons = getattr(exc, "reasons", None) or [failure]
     for reason in reasons:
         inner = reason.value if isinstance(reason, Failure) else reason
+        if isinstance(inner, ProxyError):
+            return Outcome(error=str(inner), timedOut=inner.timedOut)
         if isinstance(inner, VerificationError):
             return Outcome(error="TLS: the certificate does not match the host name", tlsFailure=True)
         if isinstance(inner, SSL.Error):

@@ -9,15 +9,20 @@ Three modes, from the webhook's Butler ``cert`` block:
 - ``enable: true, rejectUnauthorized: false``: no verification at all, but
   SNI still sent so that virtual hosts pick the right certificate.
 
-TLS 1.2 is the minimum in every mode. Connection creators are cached per
-host name, so the OpenSSL context is built once, not per connection.
+TLS 1.2 is the minimum in every mode (``cert.minVersion: TLSv1.3`` raises
+it). In every mode a client certificate (``cert.clientCert``/``clientKey``)
+is offered when the server asks for one, and ``cert.serverName`` replaces
+the URL's host as the name verified and sent as SNI. Connection creators are
+cached per host name, so the OpenSSL context is built once, not per
+connection. The same policy serves a connection through a proxy's CONNECT
+tunnel (:mod:`butler_tw.transport.proxy`): TLS is end to end with the real host.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -25,9 +30,11 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from butler_tw.config import TlsSettings, TrustMode
+from butler_tw.config import ClientCertificate, TlsSettings, TrustMode
 
 MINIMUM_TLS = ssl.TLSVersion.TLSv1_2
+#: ``cert.minVersion`` to the protocol floor.
+VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def trust_root(settings: TlsSettings) -> IOpenSSLTrustRoot:
@@ -43,26 +50,49 @@ def trust_root(settings: TlsSettings) -> IOpenSSLTrustRoot:
 
 def policy_for(settings: TlsSettings) -> IPolicyForHTTPS:
     """The policy for one webhook's ``cert`` settings."""
+    minimum = VERSIONS[settings.minVersion]
+    serverName = settings.serverName.encode("ascii") if settings.serverName else None
+    client = settings.clientCertificate
     if settings.mode is TrustMode.NO_VERIFY:
-        return NoVerificationPolicy()
-    return VerifyingPolicy(trust_root(settings))
+        return NoVerificationPolicy(minimum, client, serverName)
+    return VerifyingPolicy(trust_root(settings), minimum, client, serverName)
+
+
+def _client_options(client: ClientCertificate | None) -> dict[str, Any]:
+    """``CertificateOptions`` keywords that offer ``client`` (and its intermediates)."""
+    if client is None:
+        return {}
+    leaf, *chain = client.certificates
+    return {
+        "privateKey": crypto.load_privatekey(crypto.FILETYPE_PEM, client.key),
+        "certificate": crypto.load_certificate(crypto.FILETYPE_PEM, leaf),
+        "extraCertChain": [crypto.load_certificate(crypto.FILETYPE_PEM, pem) for pem in chain],
+    }
 
 
 @implementer(IPolicyForHTTPS)
 class VerifyingPolicy:
-    """Verify the chain against ``trustRoot`` and the host name against the certificate."""
+    """Verify the chain against ``trustRoot``, the host name (or ``serverName``) against the certificate."""
 
-    def __init__(self, trustRoot: IOpenSSLTrustRoot) -> None:
+    def __init__(
+        self,
+        trustRoot: IOpenSSLTrustRoot,
+        minimum: ssl.TLSVersion = MINIMUM_TLS,
+        client: ClientCertificate | None = None,
+        serverName: bytes | None = None,
+    ) -> None:
         self._trustRoot = trustRoot
+        self._options: dict[str, Any] = {"raiseMinimumTo": minimum, **_client_options(client)}
+        self._serverName = serverName
         self._creators: dict[bytes, IOpenSSLClientConnectionCreator] = {}
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         creator = self._creators.get(hostname)
         if creator is None:
             creator = ssl.optionsForClientTLS(
-                hostname.decode("ascii"),
+                (self._serverName or hostname).decode("ascii"),
                 trustRoot=self._trustRoot,
-                extraCertificateOptions={"raiseMinimumTo": MINIMUM_TLS},
+                extraCertificateOptions=dict(self._options),
             )
             self._creators[hostname] = creator
         return creator
@@ -76,12 +106,18 @@ class NoVerificationPolicy:
     drop SNI, so this wraps one context in a creator that sets the name.
     """
 
-    def __init__(self) -> None:
-        options = ssl.CertificateOptions(verify=False, raiseMinimumTo=MINIMUM_TLS)
+    def __init__(
+        self,
+        minimum: ssl.TLSVersion = MINIMUM_TLS,
+        client: ClientCertificate | None = None,
+        serverName: bytes | None = None,
+    ) -> None:
+        options = ssl.CertificateOptions(verify=False, raiseMinimumTo=minimum, **_client_options(client))
         self._context = options.getContext()
+        self._serverName = serverName
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
-        return _SNIOnlyCreator(self._context, hostname)
+        return _SNIOnlyCreator(self._context, self._serverName or hostname)
 
 
 @implementer(IOpenSSLClientConnectionCreator)

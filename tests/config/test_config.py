@@ -943,7 +943,8 @@ class UnknownKeyTests(ConfigTestCase):
         self.assertEqual(
             self.problems(with_hooks(hook(cert={"enable": False, "key": "/k.pem"}))),
             (
-                f"{FAILURE}.webhooks[0].cert.key: unknown key (known keys: enable, rejectUnauthorized, certCA)",
+                f"{FAILURE}.webhooks[0].cert.key: unknown key (known keys: enable, rejectUnauthorized, certCA, "
+                "clientCert, clientKey, minVersion, serverName)",
             ),
         )
 

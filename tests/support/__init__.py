@@ -8,6 +8,7 @@
 - one fixed alert, datagrams, fresh ids (:mod:`tests.support.alerts`);
 - a config and a recording dispatcher for the admission and gate unit tests
   (:mod:`tests.support.admission`);
+- a CONNECT and plain HTTP proxy (:mod:`tests.support.proxy`);
 - log capture (:mod:`tests.support.logs`).
 """
 

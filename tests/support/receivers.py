@@ -45,7 +45,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from butler_tw.config import TlsSettings, Webhook
+from butler_tw.config import Proxy, TlsSettings, Webhook
 from butler_tw.core.alert import Alert, EventKind
 from butler_tw.core.delivery import Delivery
 from butler_tw.core.retry import RetryPolicy
@@ -370,6 +370,7 @@ def server_tls_options(
     leaf: trustme.LeafCert,
     serverNames: list[bytes | None] | None = None,
     maximumTls: ssl.TLSVersion | None = None,
+    clientCa: trustme.CA | None = None,
 ) -> ssl.CertificateOptions:
     """Server TLS options serving ``leaf`` (and its chain).
 
@@ -378,12 +379,20 @@ def server_tls_options(
     :param maximumTls: cap the server's protocol version (e.g. TLS 1.1, to
         check that clients refuse it); weak versions need OpenSSL security
         level 0, which is then set.
+    :param clientCa: demand a client certificate issued by this CA (mutual
+        TLS): a client without one fails the handshake.
     """
     private = ssl.PrivateCertificate.loadPEM(leaf.private_key_and_cert_chain_pem.bytes())
     chain = [ssl.Certificate.loadPEM(p.bytes()).original for p in leaf.cert_chain_pems[1:]]
     kwargs: dict[str, Any] = {}
     if maximumTls is not None:
         kwargs = {"insecurelyLowerMinimumTo": ssl.TLSVersion.TLSv1_0, "lowerMaximumSecurityTo": maximumTls}
+    if clientCa is not None:
+        kwargs.update(
+            verify=True,
+            caCerts=[ssl.Certificate.loadPEM(clientCa.cert_pem.bytes()).original],
+            requireCertificate=True,
+        )
     options = ssl.CertificateOptions(
         privateKey=private.privateKey.original,
         certificate=private.original,
@@ -407,16 +416,18 @@ def listen_https(
     leaf: trustme.LeafCert,
     *replies: Reply | int,
     maximumTls: ssl.TLSVersion | None = None,
+    clientCa: trustme.CA | None = None,
     reactor: Any = None,
 ) -> Receiver:
     """Start an HTTPS receiver serving ``leaf``; records SNI in ``serverNames``.
 
-    ``maximumTls`` caps the protocol version the server accepts. Stopped on
+    ``maximumTls`` caps the protocol version the server accepts;
+    ``clientCa`` demands a client certificate from that CA. Stopped on
     cleanup.
     """
     reactor = _reactor(reactor)
     receiver = Receiver(replies, "https", reactor)
-    options = server_tls_options(leaf, receiver.serverNames, maximumTls)
+    options = server_tls_options(leaf, receiver.serverNames, maximumTls, clientCa)
     receiver._listening(reactor.listenSSL(0, receiver.site, options, interface=HOST))
     testCase.addCleanup(receiver.stop)
     return receiver
@@ -453,6 +464,7 @@ def make_webhook(
     retry: RetryPolicy = RetryPolicy(),
     key: str = "reloadTaskFailure.webhooks[0]",
     description: str = "test webhook",
+    proxy: Proxy | None = None,
 ) -> Webhook:
     """A webhook for ``url``, with test-friendly defaults (5 s timeout)."""
     return Webhook(
@@ -464,6 +476,7 @@ def make_webhook(
         timeout=timeout,
         concurrency=concurrency,
         retry=retry,
+        proxy=proxy,
     )
 
 
@@ -526,6 +539,28 @@ def closed_port() -> int:
         s.close()
 
 
+def webhook_from_config(environ: dict[str, str] | None = None, **entry: Any) -> Webhook:
+    """The webhook the config reader makes of one entry (``webhookURL``, ``cert``, ``proxy``, ...).
+
+    ``environ`` stands for the process environment (default: empty).
+    """
+    from butler_tw.config import parse_config
+
+    raw = {
+        "Butler": {
+            "udpServerConfig": {"enable": True, "serverHost": "127.0.0.1", "portTaskFailure": 9998},
+            "webhookNotification": {
+                "enable": True,
+                "reloadTaskFailure": {
+                    "webhooks": [{"description": "test webhook", "httpMethod": "POST", "timeout": 5, **entry}]
+                },
+            },
+        }
+    }
+    (webhook,) = parse_config(raw, environ=environ or {}).webhooks
+    return webhook
+
+
 def tls_settings_for(ca: trustme.CA) -> TlsSettings:
     """CUSTOM_CA settings trusting exactly ``ca``."""
     from butler_tw.config import TrustMode
@@ -547,6 +582,7 @@ __all__: Iterable[str] = (
     "server_tls_options",
     "start_client",
     "tls_settings_for",
+    "webhook_from_config",
     "write_pems",
 )
 

@@ -26,6 +26,7 @@ from tests.support.receivers import (
     server_tls_options,
     start_client,
     tls_settings_for,
+    webhook_from_config,
     write_pems,
 )
 
@@ -317,3 +318,93 @@ class _FakeTlsProtocol:
 
     def failVerification(self, reason: Any) -> None:
         pass
+
+
+class MutualTlsTests(TestCase):
+    """``cert.clientCert``/``clientKey``, ``minVersion`` and ``serverName``, read from a config, on the wire."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.ca = trustme.CA()
+        self.clientCa = trustme.CA()
+        self.leaf = self.ca.issue_cert("localhost", "127.0.0.1")
+        client = self.clientCa.issue_cert("butler-tw.example")
+        self.certFile = write_pems(self, *(p.bytes() for p in client.cert_chain_pems), name="client.pem")
+        self.keyFile = write_pems(self, client.private_key_pem.bytes(), name="client.key")
+        self.caFile = write_pems(self, self.ca.cert_pem.bytes())
+
+    def send(self, url: str, **cert: Any) -> Any:
+        webhook = webhook_from_config(webhookURL=url, cert={"enable": True, "certCA": self.caFile, **cert})
+        client = start_client(self, webhook)
+        return client.send(build_request(make_alert(), webhook, timestamp=1))
+
+    @inlineCallbacks
+    def test_clientCertificateAccepted(self) -> Any:
+        """A server that demands a client certificate from its CA gets ours: delivered."""
+        receiver = listen_https(self, self.leaf, clientCa=self.clientCa)
+        outcome = yield self.send(
+            receiver.url("/hook", host="localhost"), clientCert=self.certFile, clientKey=self.keyFile
+        )
+        self.assertEqual((outcome.status, outcome.error), (200, None))
+        self.assertEqual(len(receiver.requests), 1)
+
+    @inlineCallbacks
+    def test_withoutClientCertificateRefused(self) -> Any:
+        """The control: without ``clientCert`` the same server refuses the handshake; nothing is sent."""
+        receiver = listen_https(self, self.leaf, clientCa=self.clientCa)
+        outcome = yield self.send(receiver.url("/hook", host="localhost"))
+        self.assertIsNone(outcome.status)
+        self.assertTrue(outcome.tlsFailure, outcome)
+        self.assertIn("TLS", outcome.error or "")
+        self.assertEqual(receiver.requests, [])
+
+    @inlineCallbacks
+    def test_clientCertificateFromAnotherCaRefused(self) -> Any:
+        """A client certificate the server does not trust is refused too."""
+        other = trustme.CA().issue_cert("butler-tw.example")
+        certFile = write_pems(self, other.cert_chain_pems[0].bytes(), name="other.pem")
+        keyFile = write_pems(self, other.private_key_pem.bytes(), name="other.key")
+        receiver = listen_https(self, self.leaf, clientCa=self.clientCa)
+        outcome = yield self.send(
+            receiver.url("/hook", host="localhost"), clientCert=certFile, clientKey=keyFile
+        )
+        self.assertTrue(outcome.tlsFailure, outcome)
+        self.assertEqual(receiver.requests, [])
+
+    @inlineCallbacks
+    def test_minVersionTls13RefusesTls12Server(self) -> Any:
+        """``minVersion: TLSv1.3`` against a server capped at TLS 1.2: refused, nothing sent."""
+        receiver = listen_https(self, self.leaf, maximumTls=ssl.TLSVersion.TLSv1_2)
+        outcome = yield self.send(receiver.url("/hook", host="localhost"), minVersion="TLSv1.3")
+        self.assertTrue(outcome.tlsFailure, outcome)
+        self.assertEqual(receiver.requests, [])
+
+    @inlineCallbacks
+    def test_minVersionTls13Accepted(self) -> Any:
+        """The control: the same setting against a TLS 1.3 server delivers."""
+        receiver = listen_https(self, self.leaf)
+        outcome = yield self.send(receiver.url("/hook", host="localhost"), minVersion="tlsv1.3")
+        self.assertEqual(outcome.status, 200)
+
+    @inlineCallbacks
+    def test_serverNameVerifiesAnotherName(self) -> Any:
+        """``serverName``: a certificate for another name than the URL's host is verified, and sent as SNI."""
+        receiver = listen_https(self, self.ca.issue_cert("hooks.internal.example"))
+        url = receiver.url("/hook", host="127.0.0.1")
+        outcome = yield self.send(url, serverName="hooks.internal.example")
+        self.assertEqual((outcome.status, outcome.error), (200, None))
+        self.assertEqual(receiver.serverNames, [b"hooks.internal.example"])
+        wrong = yield self.send(url, serverName="other.internal.example")
+        self.assertIn("host name", wrong.error or "")
+        self.assertEqual(len(receiver.requests), 1)
+
+    @inlineCallbacks
+    def test_serverNameWithoutVerification(self) -> Any:
+        """With ``rejectUnauthorized: false``, ``serverName`` still picks the SNI sent."""
+        receiver = listen_https(self, self.leaf)
+        outcome = yield self.send(
+            receiver.url("/hook", host="127.0.0.1"), rejectUnauthorized=False, serverName="vhost.example"
+        )
+        self.assertEqual(outcome.status, 200)
+        self.assertEqual(receiver.serverNames, [b"vhost.example"])
