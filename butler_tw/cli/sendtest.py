@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
-from butler_tw.channels.butler import build_request
+from butler_tw.channels.request import RenderError, build_request
 from butler_tw.cli.text import format_table, host_name, tls_mode, tls_words
 from butler_tw.config import Config, TrustMode, Webhook
 from butler_tw.core import words
@@ -136,7 +136,11 @@ def send_test(
 
     def one(client: WebhookClient, webhook: Webhook, alert: Alert) -> Deferred[tuple[Outcome, float]]:
         started = time.monotonic()
-        d = client.send(build_request(alert, webhook, int(time.time())))
+        try:
+            request = build_request(alert, webhook, int(time.time()))
+        except RenderError as e:  # the body: template fails for this alert: nothing to send
+            return succeed((Outcome(error=str(e)), 0.0))
+        d = client.send(request)
         return d.addCallback(lambda outcome: (outcome, time.monotonic() - started))
 
     sends = [one(c, w, alerts[k]) for c, (k, w) in zip(clients, chosen, strict=True)]

@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from butler_tw.channels.signing import verify
 from butler_tw.cli import sendtest
 from butler_tw.core.redact import redact_url
 from butler_tw.daemon.startup import EX_CONFIG
@@ -64,6 +65,39 @@ class SendTestTests(TestCase):
         self.assertIn(redact_url(url), row)
         self.assertIn("the webhook answered 2xx", out)
         self.assertNotIn("QUERYSECRET", out)
+
+    @inlineCallbacks
+    def test_asItReallyGoesOut(self) -> Any:
+        """Each webhook's format, headers, auth and signature: a Teams card, a signed bearer call."""
+        receiver = listen_http(self)
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        config = self.config(
+            [
+                webhook(receiver.url("/teams"), "POST", "Teams", format="teams"),
+                webhook(
+                    receiver.url("/api"),
+                    "POST",
+                    "API",
+                    auth={"type": "bearer", "token": "TOKENSECRET"},
+                    headers={"X-Team": "qlik"},
+                    signing={"secret": secret},
+                    body={"summary": "{{ taskName }} {{ kind }}"},
+                ),
+            ]
+        )
+        status, out, err = yield run_command("send-test", config)
+        self.assertEqual((status, err), (0, ""), out)
+        byPath = {r.path: r for r in receiver.requests}
+        card = json.loads(byPath["/teams"].body)
+        self.assertEqual(card["type"], "message")
+        self.assertEqual(card["attachments"][0]["content"]["type"], "AdaptiveCard")
+        api = byPath["/api"]
+        self.assertEqual(json.loads(api.body), {"summary": "butler-tw test alert failed"})
+        self.assertEqual(api.header("authorization"), "Bearer TOKENSECRET")
+        self.assertEqual(api.header("x-team"), "qlik")
+        headers = {k: api.header(k) or "" for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+        self.assertIsNone(verify(secret, headers, api.body, now=float(headers["webhook-timestamp"])))
+        self.assertNotIn("TOKENSECRET", out)
 
     @inlineCallbacks
     def test_freshExecutionId(self) -> Any:
