@@ -11,7 +11,8 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from butler_tw.cli.text import duration, tls_words
-from butler_tw.config import Config
+from butler_tw.config import Config, Webhook
+from butler_tw.config.model import transport_summary
 from butler_tw.core.sources import SourceFilter
 from butler_tw.core.words import count
 from butler_tw.daemon.startup import EX_CONFIG, StartupError, check, hostport
@@ -63,6 +64,16 @@ def _sources_line(config: Config, sources: SourceFilter | None) -> str:
         else:
             entries.append(str(entry) if entry.num_addresses > 1 else str(entry.network_address))
     return "only " + ", ".join(entries) + "; names resolved again every 5 min"
+
+
+def _message(w: Webhook) -> str:
+    """What a webhook's requests carry, in words: format, template, headers, auth, signing; no value."""
+    parts = [f"format {w.format}" + (", its own body: template" if w.body is not None else "")]
+    if w.headers:
+        parts.append("headers " + ", ".join(name for name, _ in w.headers))
+    parts.append(f"auth {w.auth.type}" if w.auth is not None else "no auth")
+    parts.append("signed (Standard Webhooks)" if w.signingKey else "not signed")
+    return "; ".join(parts)
 
 
 def describe_config(
@@ -124,7 +135,15 @@ def describe_config(
                 f"    timeout {duration(w.timeout)}, concurrency {w.concurrency}",
                 f"    attempts at {schedule} after the alert; given up after {duration(w.retry.maxAge)}",
                 f"    takes {w.routing.describe()}",
+                f"    sends {_message(w)}",
             ]
+            if w.proxy is not None:
+                lines.append(f"    via proxy {w.proxy.loggable}")
+            tls = w.tls
+            if w.url.lower().startswith("https:") and (
+                tls.clientCertificate is not None or tls.minVersion != "TLSv1.2" or tls.serverName
+            ):
+                lines.append(f"    {transport_summary(w).split(';')[0]}")
     lines += ["", "ignored sections: " + (", ".join(config.ignored) if config.ignored else "none")]
     lines += [f"WARNING: {text}" for text in warnings]
     return "\n".join(lines) + "\n"

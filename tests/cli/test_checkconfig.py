@@ -41,6 +41,10 @@ class CheckConfigTests(SynchronousTestCase):
                     maxAge=600,
                     match={"taskName": "^Prod "},
                     exclude={"hostName": "^dev-"},
+                    headers={"X-Team": "HEADERSECRET"},
+                    auth={"type": "bearer", "token": "TOKENSECRET"},
+                    signing={"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+                    proxy="http://proxyuser:PROXYSECRET@proxy.example.com:3128",
                 ),
             ],
             aborted=[
@@ -94,11 +98,20 @@ class CheckConfigTests(SynchronousTestCase):
             "    attempts at 0 s, 5 s, 30 s, 2 min, 10 min, 30 min after the alert; given up after 1 h", lines
         )
         self.assertIn("    takes every alert", lines)
+        self.assertIn("    sends format butler; no auth; not signed", lines)
+        self.assertIn(
+            "    sends format butler; headers X-Team; auth bearer; signed (Standard Webhooks)", lines
+        )
+        self.assertIn("    via proxy http://proxy.example.com:3128 (with credentials)", lines)
+        for secret in ("HEADERSECRET", "TOKENSECRET", "PROXYSECRET", "MfKQ9r8G"):
+            self.assertNotIn(secret, out)
         self.assertIn("    takes match taskName ~ '^Prod '; exclude hostName ~ '^dev-'", lines)
         self.assertIn("ignored sections: Butler.logLevel", lines)
         outbox = f"{self.stateDir}/outbox.sqlite3"
         self.assertIn(f"stateDir        {self.stateDir} (outbox {outbox}; created at start)", lines)
-        self.assertNotIn("WARNING", out)
+        # The one warning: this entry has both auth and user info in its URL.
+        self.assertEqual([line for line in lines if "WARNING" in line], [lines[-1]])
+        self.assertIn("webhooks[1].auth: webhookURL also holds a user name and password", lines[-1])
 
     def test_stateDirNotCreated(self) -> None:
         """check-config checks that the daemon could create the state directory, but does not."""
