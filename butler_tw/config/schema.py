@@ -81,11 +81,18 @@ WN = "Butler.webhookNotification"
 UDP = "Butler.udpServerConfig"
 
 
-def _secret_text(value: Any, path: str, report: Report) -> Any:
-    """A secret token: its ``${env:...}``/``${file:...}`` reference resolved, then checked unseen."""
-    if isinstance(value, str):
-        return secret(rules.secret_text)(value, path, report)
-    return rules.secret_text(value, path, report)
+def _secret_then(then: Rule) -> Rule:
+    """``then``, after a string's ``${env:...}``/``${file:...}`` references are resolved
+    (a value of another type goes to ``then`` as it is, to be refused there)."""
+
+    def rule(value: Any, path: str, report: Report) -> Any:
+        return (secret(then) if isinstance(value, str) else then)(value, path, report)
+
+    return rule
+
+
+#: A secret token (``routingKey``), checked unseen.
+_secret_text = _secret_then(rules.secret_text)
 
 
 def _webhook(rules_on: bool) -> Section:
@@ -176,7 +183,7 @@ def _webhook(rules_on: bool) -> Section:
             "priority": Text(
                 normalise=lambda s: s.strip().upper(), choices=PRIORITIES, choicesText="one of P1 to P5"
             ),
-            "proxy": Anything(rule=rule(proxy_setting)),
+            "proxy": Anything(rule=rule(_secret_then(proxy_setting))),  # its credentials may be references
         },
     )
 

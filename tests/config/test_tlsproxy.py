@@ -206,6 +206,16 @@ class ProxyConfigTests(_Case):
         self.assertNotIn("p%3Ass", repr(proxy))
         self.assertEqual(proxy.loggable, "http://proxy.corp:3128 (with credentials)")
 
+    def test_credentialsFromReferences(self) -> None:
+        """The password from ``${env:...}``: resolved before the URL is parsed, never shown."""
+        environ = {"PROXY_PASSWORD": "hunter2"}
+        proxy = self.webhook(environ, proxy="http://svc:${env:PROXY_PASSWORD}@proxy.corp:3128").proxy
+        assert proxy is not None
+        self.assertEqual(proxy.credentials, b"Basic " + base64.b64encode(b"svc:hunter2"))
+        (problem,) = self.problems(proxy="http://svc:${env:NOT_SET}@proxy.corp:3128")
+        self.assertTrue(problem.startswith(f"{KEY}.proxy: "), problem)
+        self.assertIn("NOT_SET", problem)
+
     def test_bad(self) -> None:
         for value, message in (
             ("https://proxy.corp:3128", "https:// proxies (TLS to the proxy itself) are not supported"),
