@@ -4,6 +4,7 @@
     butler-tw replay [-c F] (ID ... | --all-dead) [--to NAME]
     butler-tw check-config [-c F] [--reload]
     butler-tw send-test [-c F] [--event failed|aborted] [--webhook NAME]
+    butler-tw render [-c F] --webhook NAME [--kind failed|aborted] [--datagram LINE]
     butler-tw emit [HOST:PORT | -c F] [--event failed|aborted] [--task-id ID] [--count N]
     butler-tw receive [--port P] [--host H] [--tls] [--cert-dir D] [--status CODE]
 
@@ -31,7 +32,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater, react
 from twisted.python.failure import Failure
 
-from butler_tw.cli import emit, receive, sendtest
+from butler_tw.cli import emit, receive, render, sendtest
 from butler_tw.cli.checkconfig import check_config
 from butler_tw.cli.deliveries import list_deliveries, replay_deliveries
 from butler_tw.config import ConfigError, load_config
@@ -109,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook",
         metavar="NAME",
         help="only the webhook whose description or key (e.g. reloadTaskFailure.webhooks[0]) is NAME",
+    )
+
+    rendering = sub.add_parser(
+        "render",
+        help="print the exact request a webhook would get, without sending it",
+        description="Build the request the daemon would send to the named webhook (its format or body: "
+        "template, headers, auth, signature) for a sample alert or for --datagram, and print it: the URL "
+        "redacted, header values masked but the harmless ones, the body as sent. Exit 0, 1 if its "
+        "template fails for the alert, 2 if no webhook matched.",
+    )
+    _config_argument(rendering)
+    rendering.add_argument("--webhook", metavar="NAME", required=True, help="its name, description or key")
+    rendering.add_argument(
+        "--kind",
+        choices=tuple(_EVENTS),
+        help="a sample failed or aborted alert (default: the webhook's kind)",
+    )
+    rendering.add_argument(
+        "--datagram", metavar="LINE", help="a datagram as Qlik sends it: /scheduler-task-failed/;host;..."
     )
 
     emitting = sub.add_parser(
@@ -190,12 +210,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     err = sys.stderr if err is None else err
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("check-config", "send-test"):
+    if args.command in ("check-config", "send-test", "render"):
         args.config = _config_path(parser, args)
     if args.command in _REACTOR_COMMANDS:
         return _react(lambda reactor: run_on_reactor(args, reactor, out, err), args.command, err)
     if args.command == "check-config":
         return check_config(args.config, out, err, reload=args.reload)
+    if args.command == "render":
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            return _config_problem(e, err)
+        kind = _EVENTS[args.kind] if args.kind else None
+        return render.render(config, args.webhook, kind, args.datagram, out, err)
     if args.command == "emit":
         target = args.target
         if target is None:
