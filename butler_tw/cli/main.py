@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cert-dir", help="with --tls: where to write ca.pem (default: a new temporary directory)"
     )
     receiving.add_argument(
+        "--verify-secret",
+        metavar="SECRET",
+        help="check every request's Standard Webhooks signature with this whsec_... secret, and say "
+        "which fail",
+    )
+    receiving.add_argument(
         "--status", type=int, default=200, help="the HTTP status to answer (default 200; try 503 for retries)"
     )
     return parser
@@ -264,7 +270,9 @@ def main_on_reactor(argv: Sequence[str], reactor: Any, out: TextIO, err: TextIO)
 
 def run_on_reactor(args: argparse.Namespace, reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:
     if args.command == "receive":
-        return receive.receive(reactor, out, err, args.host, args.port, args.tls, args.cert_dir, args.status)
+        return receive.receive(
+            reactor, out, err, args.host, args.port, args.tls, args.cert_dir, args.status, args.verify_secret
+        )
     try:
         config = load_config(args.config)
     except ConfigError as e:

@@ -31,7 +31,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request as WebRequest
 from twisted.web.server import Site
 
+from butler_tw.channels.signing import verify
 from butler_tw.cli.text import host_name, reachable
+from butler_tw.config.headers import signing_key
 from butler_tw.core import words
 from butler_tw.daemon.startup import hostport
 
@@ -87,12 +89,16 @@ def describe_request(
 class _PrintingResource(Resource):
     isLeaf = True
 
-    def __init__(self, out: TextIO, status: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, out: TextIO, status: int, clock: Callable[[], float], verifySecret: str | None = None
+    ) -> None:
         Resource.__init__(self)
+        self._verifySecret = verifySecret
         self._out = out
         self._status = status
         self._clock = clock
         self.count = 0
+        self.failedVerification = 0
 
     def render(self, request: WebRequest) -> bytes:
         self.count += 1
@@ -103,6 +109,7 @@ class _PrintingResource(Resource):
         content = request.content
         assert content is not None  # noqa: S101 - twisted.web sets it before render
         content.seek(0)
+        body = content.read()
         peer = request.getClientAddress()
         client = getattr(peer, "host", "?")
         self._out.write(
@@ -110,11 +117,19 @@ class _PrintingResource(Resource):
                 request.method.decode("latin-1"),
                 request.uri.decode("latin-1"),
                 headers,
-                content.read(),
+                body,
                 client,
                 self._clock(),
             )
         )
+        if self._verifySecret is not None:
+            problem = verify(self._verifySecret, headers, body, now=self._clock())
+            self.failedVerification += problem is not None
+            self._out.write(
+                "  signature: valid (Standard Webhooks)\n\n"
+                if problem is None
+                else f"  signature: FAILED: {problem}\n\n"
+            )
         self._out.flush()
         request.setResponseCode(self._status)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -231,6 +246,7 @@ def listen_receiver(
     tls: bool = False,
     certDir: str | None = None,
     status: int = 200,
+    verifySecret: str | None = None,
 ) -> RunningReceiver:
     """Start the printing receiver on ``host:port`` (``port`` 0: any free one).
 
@@ -240,7 +256,7 @@ def listen_receiver(
 
     :raises CannotListenError: when the port cannot be listened on.
     """
-    site = _ReceiverSite(_PrintingResource(out, status, time.time))
+    site = _ReceiverSite(_PrintingResource(out, status, time.time, verifySecret))
     caFile = None
     if tls:
         ca_pem, options = make_throwaway_tls(_certificate_names(host))
@@ -277,13 +293,20 @@ def receive(
     tls: bool,
     certDir: str | None,
     status: int,
+    verifySecret: str | None = None,
 ) -> Deferred[int]:
     """``butler-tw receive``: fires only on a failure to listen (1); Ctrl-C stops the reactor."""
     if not 0 <= port <= 65535 or not 100 <= status <= 599:
         err.write("butler-tw receive: --port must be 0-65535 and --status an HTTP status (100-599)\n")
         return succeed(2)
+    if verifySecret is not None:
+        try:
+            signing_key(verifySecret if verifySecret.startswith("whsec_") else "whsec_" + verifySecret)
+        except ValueError as e:
+            err.write(f"butler-tw receive: --verify-secret: {e}\n")
+            return succeed(2)
     try:
-        running = listen_receiver(reactor, out, host, port, tls, certDir, status)
+        running = listen_receiver(reactor, out, host, port, tls, certDir, status, verifySecret)
     except CannotListenError as e:
         reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
         err.write(f"butler-tw receive: cannot listen on {_url_host(host, port)}: {reason}\n")

@@ -10,8 +10,10 @@ import io
 import json
 import os
 import sys
+import time
 from typing import Any
 
+import attrs
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -19,8 +21,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from butler_tw.channels.butler import build_request
+from butler_tw.channels.request import build_request as build_signed
 from butler_tw.cli import receive, sendtest
 from butler_tw.config import TlsSettings, TrustMode
+from butler_tw.config.headers import signing_key
 from butler_tw.core.retry import Outcome
 from tests.support.cli import run_command, write_config
 from tests.support.daemon import make_config, webhook
@@ -73,6 +77,25 @@ class ReceiveTests(TestCase):
             text,
         )
         self.assertEqual(running.requests, 1)
+
+    @inlineCallbacks
+    def test_verifySecret(self) -> Any:
+        """--verify-secret: a request the daemon signed is valid, a tampered or unsigned one says why."""
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        running, out = self.start(verifySecret=secret)
+        hook = attrs.evolve(make_webhook(running.url + "hook"), signingKey=signing_key(secret))
+        request = build_signed(make_alert(), hook, int(time.time()))
+        outcome = yield start_client(self, hook).send(request)
+        self.assertEqual(outcome.status, 200)
+        tampered = attrs.evolve(request, body=(request.body or b"") + b" ")
+        yield start_client(self, hook).send(tampered)
+        response = yield treq.post(running.url + "plain", data=b"{}", pool=self.pool())
+        yield treq.content(response)
+        verdicts = [line for line in out.getvalue().splitlines() if line.startswith("  signature: ")]
+        self.assertEqual(verdicts[0], "  signature: valid (Standard Webhooks)")
+        self.assertTrue(verdicts[1].startswith("  signature: FAILED: "), verdicts)
+        self.assertEqual(verdicts[2], "  signature: FAILED: no webhook-id header")
+        self.assertNotIn("MfKQ9r8G", out.getvalue())
 
     @inlineCallbacks
     def test_getQuery(self) -> Any:
