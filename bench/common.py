@@ -34,16 +34,34 @@ def free_port(kind: int) -> int:
         return int(s.getsockname()[1])
 
 
-def config_text(udp: int, sink: int, webhooks: int, udp_extra: str = "") -> str:
-    """A config with 1-3 webhooks (POST, GET with a token in its URL, PUT) to the sink, no rate limit."""
-    methods = ["POST", "GET", "PUT"][:webhooks]
+#: A ``body:`` template of every field, as a chat or ticketing message would use them.
+TEMPLATED_BODY = """
+          body:
+            taskId: "{{ taskId }}"
+            title: "{{ event }}: {{ taskName }}"
+            text: "{{ logMessage }}"
+            facts:
+              - {name: Host, value: "{{ hostName }}"}
+              - {name: User, value: "{{ user }}"}
+              - {name: App, value: "{{ appName }} ({{ appId }})"}
+              - {name: Time, value: "{{ logTimeStamp }}"}
+              - {name: Execution, value: "{{ executionId }} ({{ kind }})"}"""
+
+
+def config_text(udp: int, sink: int, webhooks: int, udp_extra: str = "", templated: bool = False) -> str:
+    """A config with 1-3 webhooks (POST, GET with a token in its URL, PUT) to the sink, no rate limit.
+
+    ``templated``: 1-3 POST webhooks, each with :data:`TEMPLATED_BODY` (the
+    harness finds its ``taskId`` in the JSON body).
+    """
+    methods = ["POST"] * webhooks if templated else ["POST", "GET", "PUT"][:webhooks]
     hooks = "".join(
         f"""
-        - description: bench {m}
-          webhookURL: http://127.0.0.1:{sink}/bench/{m.lower()}{"?token=bench" if m == "GET" else ""}
+        - description: bench {m} {i}
+          webhookURL: http://127.0.0.1:{sink}/bench/{m.lower()}{i}{"?token=bench" if m == "GET" else ""}
           httpMethod: {m}
-          concurrency: 16"""
-        for m in methods
+          concurrency: 16{TEMPLATED_BODY if templated else ""}"""
+        for i, m in enumerate(methods)
     )
     return f"""
 Butler:

@@ -47,9 +47,19 @@ BENCH = Path(__file__).resolve().parent
 MIB4 = 4 * 1024 * 1024
 
 
-def scenario(label, args, webhooks, outbox="sqlite", rmem=None):  # type: ignore[no-untyped-def]
-    """outbox: "sqlite", "memory", or "treq loop" (args are then bench/treq_loop.py's)."""
-    return {"label": label, "args": args, "webhooks": webhooks, "outbox": outbox, "rmem": rmem}
+def scenario(label, args, webhooks, outbox="sqlite", rmem=None, templated=False):  # type: ignore[no-untyped-def]
+    """outbox: "sqlite", "memory", or "treq loop" (args are then bench/treq_loop.py's).
+
+    templated: the webhooks are POSTs with a ``body:`` template (bench/common.py TEMPLATED_BODY).
+    """
+    return {
+        "label": label,
+        "args": args,
+        "webhooks": webhooks,
+        "outbox": outbox,
+        "rmem": rmem,
+        "templated": templated,
+    }
 
 
 BURST2000 = ["--n", "2000", "--rate", "0"]
@@ -70,6 +80,7 @@ SCENARIOS = [
     scenario(
         "steady 500/s, 30 s", ["--n", "15000", "--rate", "500", "--methods", "POST,GET,PUT"], 3, "treq loop"
     ),
+    scenario("steady 500/s, 30 s, templated", STEADY500, 3, templated=True),
     scenario("steady 2000/s, 30 s", STEADY2000, 1),
     scenario("steady 2000/s, 30 s", STEADY2000, 1, "memory"),
     scenario("steady 2000/s, 30 s", ["--n", "60000", "--rate", "2000", "--methods", "POST"], 1, "treq loop"),
@@ -92,7 +103,12 @@ QUICK = [SCENARIOS[0], SCENARIOS[4]]
 
 def run_daemon(s: dict, harness: Path, workdir: Path, profile: Path | None = None) -> dict:
     udp, sink = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
-    daemon = Daemon(workdir, config_text(udp, sink, s["webhooks"]), s["outbox"], name=f"daemon-{udp}")
+    daemon = Daemon(
+        workdir,
+        config_text(udp, sink, s["webhooks"], templated=s["templated"]),
+        s["outbox"],
+        name=f"daemon-{udp}",
+    )
     daemon.start()
     spy = None
     if profile is not None:
