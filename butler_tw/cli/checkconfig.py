@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from butler_tw.cli.text import duration, tls_words
 from butler_tw.config import Config, Webhook
-from butler_tw.config.model import transport_summary
+from butler_tw.config.model import tls_extras
 from butler_tw.core.sources import SourceFilter
 from butler_tw.core.words import count
 from butler_tw.daemon.startup import EX_CONFIG, StartupError, check, hostport
@@ -131,7 +131,7 @@ def describe_config(
                 f"  {w.key}: {w.description or '(no description)'}"
                 + (f" [name: {w.label}]" if w.label else ""),
                 f"    {w.method} {w.loggableUrl}{_hidden(w.url)}",
-                f"    TLS {tls_words(w, summary=True)}",
+                f"    TLS {'; '.join([tls_words(w, summary=True), *tls_extras(w)])}",
                 f"    timeout {duration(w.timeout)}, concurrency {w.concurrency}",
                 f"    attempts at {schedule} after the alert; given up after {duration(w.retry.maxAge)}",
                 f"    takes {w.routing.describe()}",
@@ -139,11 +139,6 @@ def describe_config(
             ]
             if w.proxy is not None:
                 lines.append(f"    via proxy {w.proxy.loggable}")
-            tls = w.tls
-            if w.url.lower().startswith("https:") and (
-                tls.clientCertificate is not None or tls.minVersion != "TLSv1.2" or tls.serverName
-            ):
-                lines.append(f"    {transport_summary(w).split(';')[0]}")
     lines += ["", "ignored sections: " + (", ".join(config.ignored) if config.ignored else "none")]
     lines += [f"WARNING: {text}" for text in warnings]
     return "\n".join(lines) + "\n"

@@ -46,14 +46,9 @@ def duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def is_https(url: str) -> bool:
-    """Whether a call to ``url`` uses TLS (and so its ``cert`` block)."""
-    return url.lower().startswith("https:")
-
-
 def tls_mode(webhook: Webhook) -> TrustMode | None:
     """How the webhook's server certificate is checked; None for an http URL (no TLS)."""
-    return webhook.tls.mode if is_https(webhook.url) else None
+    return webhook.tls.mode if webhook.usesTls else None
 
 
 def tls_words(webhook: Webhook, summary: bool = False) -> str:

@@ -189,6 +189,11 @@ class Webhook:
     proxy: Proxy | None = None
 
     @property
+    def usesTls(self) -> bool:
+        """Whether its calls use TLS (an https URL), and so its ``cert`` block."""
+        return self.url.lower().startswith("https:")
+
+    @property
     def loggableUrl(self) -> str:
         """What logs and commands show of the URL: see :mod:`butler_tw.redact`."""
         return redact_url(self.url, safePath=self.logFullPath)
@@ -285,12 +290,27 @@ class Config:
                 "that is what you want"
             )
         for w in self.webhooks:
-            if w.tls.mode is TrustMode.NO_VERIFY and w.url.lower().startswith("https:"):
+            if w.tls.mode is TrustMode.NO_VERIFY and w.usesTls:
                 found.append(
                     f"{w.key} ({w.name}) has cert.rejectUnauthorized: false: its server certificate is NOT "
                     "verified, so anyone on the network path can read and change these alerts"
                 )
         return found
+
+
+def tls_extras(webhook: Webhook) -> list[str]:
+    """The TLS settings beyond whom to trust, in words (none for an http URL)."""
+    tls = webhook.tls
+    if not webhook.usesTls:
+        return []
+    found = []
+    if tls.clientCertificate is not None:
+        found.append(f"client certificate {tls.clientCertificate.certFile}")
+    if tls.minVersion != TLS_VERSIONS[0]:
+        found.append(f"{tls.minVersion} minimum")
+    if tls.serverName:
+        found.append(f"server name {tls.serverName}")
+    return found
 
 
 def transport_summary(webhook: Webhook) -> str:
@@ -299,15 +319,9 @@ def transport_summary(webhook: Webhook) -> str:
     ``TLS: custom CA (/etc/ca.pem), client certificate /etc/c.pem, TLSv1.3 minimum;
     via proxy http://proxy.corp:3128 (from HTTPS_PROXY)``
     """
-    if webhook.url.lower().startswith("https:"):
+    if webhook.usesTls:
         tls = webhook.tls
-        parts = [tls.mode.value + (f" ({tls.caFile})" if tls.caFile else "")]
-        if tls.clientCertificate is not None:
-            parts.append(f"client certificate {tls.clientCertificate.certFile}")
-        if tls.minVersion != TLS_VERSIONS[0]:
-            parts.append(f"{tls.minVersion} minimum")
-        if tls.serverName:
-            parts.append(f"server name {tls.serverName}")
+        parts = [tls.mode.value + (f" ({tls.caFile})" if tls.caFile else ""), *tls_extras(webhook)]
         summary = "TLS: " + ", ".join(parts)
     else:
         summary = "TLS: none (http)"

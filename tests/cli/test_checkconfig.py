@@ -51,7 +51,12 @@ class CheckConfigTests(SynchronousTestCase):
                 webhook(
                     self.urls[2],
                     "PUT",
-                    cert={"enable": True, "rejectUnauthorized": True, "certCA": self.caFile},
+                    cert={
+                        "enable": True,
+                        "rejectUnauthorized": True,
+                        "certCA": self.caFile,
+                        "serverName": "receiver.example",
+                    },
                 )
             ],
             butlerWebhook={"stateDir": self.stateDir},
@@ -90,7 +95,9 @@ class CheckConfigTests(SynchronousTestCase):
         )
         self.assertIn("    TLS none (http)", lines)
         self.assertIn("    TLS platform: the system's CA store", lines)
-        self.assertIn(f"    TLS custom CA: only the 1 certificate in {self.caFile}", lines)
+        self.assertIn(
+            f"    TLS custom CA: only the 1 certificate in {self.caFile}; server name receiver.example", lines
+        )
         self.assertIn("    timeout 3 s, concurrency 2", lines)
         self.assertIn("    timeout 10 s, concurrency 4", lines)
         self.assertIn("    attempts at 0 s, 1 min after the alert; given up after 10 min", lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from butler_tw.cli.text import duration, format_table, is_https, reachable, tls_mode, tls_words
+from butler_tw.cli.text import duration, format_table, reachable, tls_mode, tls_words
 from butler_tw.config import TlsSettings, TrustMode
 from tests.support.receivers import make_webhook
 
@@ -38,9 +38,9 @@ class WordsTests(SynchronousTestCase):
             ["127.0.0.1", "::1", "10.0.0.5", "fe80::1", ""],
         )
 
-    def test_isHttps(self) -> None:
-        self.assertTrue(is_https("HTTPS://example.com/"))
-        self.assertFalse(is_https("http://example.com/https:"))
+    def test_usesTls(self) -> None:
+        self.assertTrue(make_webhook("HTTPS://example.com/").usesTls)
+        self.assertFalse(make_webhook("http://example.com/https:").usesTls)
 
 
 class TlsWordsTests(SynchronousTestCase):
