@@ -23,42 +23,19 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from butler_tw.channels.request import build_request  # noqa: E402
-from butler_tw.channels.templates import compile_body  # noqa: E402
+from butler_tw.channels.templates import SAMPLES, compile_body  # noqa: E402
 from butler_tw.config import Webhook  # noqa: E402
-from butler_tw.core.alert import Alert, EventKind  # noqa: E402
+from butler_tw.core.alert import FIELD_ORDER  # noqa: E402
 
-ALERT = Alert(
-    kind=EventKind.FAILED,
-    hostName="qlik-sched-01",
-    user="INTERNAL\\sa_scheduler",
-    taskName="Reload of Sales dashboard",
-    taskId="dec2a02a-1680-44ef-8dc2-e2bfb180af87",
-    appName="Sales dashboard",
-    appId="e7af59a0-c243-480d-9571-08727551a66f",
-    logTimeStamp="2021-02-16 09:24:59,099",
-    logLevel="ERROR",
-    executionId="14a81bf5-f81c-4047-b1a1-193b0920de28",
+#: The failure every template is tried with at config load, with a longer log message.
+ALERT = attrs.evolve(
+    SAMPLES[0],
     logMessage="Connector reply error: SQL##f - SqlState: 08001, ErrorCode: 17, ErrorMsg: server not found "
     * 3,
 )
 
 SMALL = {"text": "{{ event }}: {{ taskName }} on {{ hostName }}"}
-FLAT = {
-    name: "{{ " + name + " }}"
-    for name in (
-        "event",
-        "hostName",
-        "user",
-        "taskName",
-        "taskId",
-        "appName",
-        "appId",
-        "logTimeStamp",
-        "logLevel",
-        "executionId",
-        "logMessage",
-    )
-}
+FLAT = {name: "{{ " + name + " }}" for name in FIELD_ORDER}
 JIRA = {
     "fields": {
         "project": {"key": "OPS"},

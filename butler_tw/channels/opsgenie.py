@@ -8,10 +8,9 @@ not in the body. Its limits: ``message`` 130 characters, ``alias`` 512,
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from butler_tw.channels.text import facts, kind_word, title, truncate
+from butler_tw.channels.text import facts, kind_word, task_key, title, truncate
 from butler_tw.config import Webhook
 from butler_tw.core.alert import Alert, EventKind
 
@@ -26,11 +25,8 @@ DEFAULT_PRIORITY = {EventKind.FAILED: "P3", EventKind.ABORTED: "P4"}
 
 
 def alias(alert: Alert) -> str:
-    """``butler-tw/failed/<taskId>``: one open alert per task and kind (a digest when too long)."""
-    key = f"butler-tw/{kind_word(alert)}/{alert.taskId}"
-    if len(key) <= MAX_ALIAS:
-        return key
-    return f"butler-tw/{kind_word(alert)}/sha256:{hashlib.sha256(alert.taskId.encode()).hexdigest()}"
+    """Opsgenie's ``alias``: :func:`~butler_tw.channels.text.task_key`."""
+    return task_key(alert, MAX_ALIAS)
 
 
 def details(alert: Alert) -> dict[str, str]:

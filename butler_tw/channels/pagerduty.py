@@ -9,10 +9,9 @@ in ``custom_details``.
 from __future__ import annotations
 
 import datetime
-import hashlib
 from typing import Any
 
-from butler_tw.channels.text import kind_word, title, truncate
+from butler_tw.channels.text import kind_word, task_key, title, truncate
 from butler_tw.config import Webhook
 from butler_tw.core.alert import Alert, EventKind
 
@@ -24,11 +23,8 @@ DEFAULT_SEVERITY = {EventKind.FAILED: "error", EventKind.ABORTED: "warning"}
 
 
 def dedup_key(alert: Alert) -> str:
-    """``butler-tw/failed/<taskId>``; a digest of the task id when that would be too long."""
-    key = f"butler-tw/{kind_word(alert)}/{alert.taskId}"
-    if len(key) <= MAX_DEDUP_KEY:
-        return key
-    return f"butler-tw/{kind_word(alert)}/sha256:{hashlib.sha256(alert.taskId.encode()).hexdigest()}"
+    """PagerDuty's ``dedup_key``: :func:`~butler_tw.channels.text.task_key`."""
+    return task_key(alert, MAX_DEDUP_KEY)
 
 
 def payload(alert: Alert, webhook: Webhook, timestamp: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ says so with :data:`MARKER`, so that a reader knows the text goes on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, Callable
@@ -22,6 +23,18 @@ KIND_WORD = {EventKind.FAILED: "failed", EventKind.ABORTED: "aborted"}
 def kind_word(alert: Alert) -> str:
     """``failed`` or ``aborted``: the ``kind`` of templates and presets."""
     return KIND_WORD[alert.kind]
+
+
+def task_key(alert: Alert, limit: int) -> str:
+    """``butler-tw/failed/<taskId>``: one open incident per task and kind (a digest when too long).
+
+    PagerDuty's ``dedup_key`` and Opsgenie's ``alias``: the same task failing
+    again updates the incident its first failure opened.
+    """
+    key = f"butler-tw/{kind_word(alert)}/{alert.taskId}"
+    if len(key) <= limit:
+        return key
+    return f"butler-tw/{kind_word(alert)}/sha256:{hashlib.sha256(alert.taskId.encode()).hexdigest()}"
 
 
 def title(alert: Alert) -> str:

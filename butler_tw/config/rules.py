@@ -233,13 +233,8 @@ def client_certificate(cert_path: str | None, key_path: str | None, path: str, r
 
 
 def ca_bundle(ca_path: str, where: str, report: Report) -> Any:
-    try:
-        data = report.reader(ca_path)
-    except FileNotFoundError:
-        report.problem(where, f"file not found: {ca_path}")
-        return INVALID
-    except OSError as e:
-        report.problem(where, f"cannot read {ca_path}: {e.strerror}")
+    data = _read(ca_path, where, report)
+    if data is None:
         return INVALID
     certs = tuple(m.group(0) for m in _PEM_CERT.finditer(data))
     if not certs:
