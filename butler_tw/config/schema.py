@@ -20,8 +20,6 @@ is accepted here.
 
 from __future__ import annotations
 
-from typing import Any
-
 from butler_tw.config import headers, rules
 from butler_tw.config.model import (
     DEFAULT_DEAD_LETTER_RETENTION,
@@ -50,7 +48,6 @@ from butler_tw.config.spec import (
     Bool,
     ListOf,
     Number,
-    Report,
     Rule,
     Section,
     Spec,
@@ -79,20 +76,6 @@ BUTLER_SECTIONS = frozenset(
 
 WN = "Butler.webhookNotification"
 UDP = "Butler.udpServerConfig"
-
-
-def _secret_then(then: Rule) -> Rule:
-    """``then``, after a string's ``${env:...}``/``${file:...}`` references are resolved
-    (a value of another type goes to ``then`` as it is, to be refused there)."""
-
-    def rule(value: Any, path: str, report: Report) -> Any:
-        return (secret(then) if isinstance(value, str) else then)(value, path, report)
-
-    return rule
-
-
-#: A secret token (``routingKey``), checked unseen.
-_secret_text = _secret_then(rules.secret_text)
 
 
 def _webhook(rules_on: bool) -> Section:
@@ -174,7 +157,7 @@ def _webhook(rules_on: bool) -> Section:
             ),
             "body": Anything(rule=rule(rules.body_template)),
             "contentType": Anything(rule=rule(rules.content_type)),
-            "routingKey": Anything(rule=rule(_secret_text)),
+            "routingKey": Anything(rule=rule(secret(rules.secret_text))),
             "severity": Text(
                 normalise=lambda s: s.strip().lower(),
                 choices=SEVERITIES,
@@ -183,7 +166,7 @@ def _webhook(rules_on: bool) -> Section:
             "priority": Text(
                 normalise=lambda s: s.strip().upper(), choices=PRIORITIES, choicesText="one of P1 to P5"
             ),
-            "proxy": Anything(rule=rule(_secret_then(proxy_setting))),  # its credentials may be references
+            "proxy": Anything(rule=rule(secret(proxy_setting))),  # its credentials may be references
         },
     )
 

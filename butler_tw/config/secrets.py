@@ -126,11 +126,14 @@ def _file(name: str, path: str, report: Report) -> Any:
 
 
 def secret(then: Rule | None = None) -> Rule:
-    """The rule of a secret-bearing text key: resolve its references, then apply ``then``."""
+    """The rule of a secret-bearing key: resolve a string's references, then apply ``then``.
+
+    A value of another type goes to ``then`` as it is, to be refused there.
+    """
 
     def rule(value: Any, path: str, report: Report) -> Any:
         if not isinstance(value, str):
-            return value
+            return value if then is None else then(value, path, report)
         resolved = resolve(value, path, report)
         if resolved is INVALID or then is None:
             return resolved
