@@ -196,43 +196,39 @@ class Dispatcher:
                 heir.submit(updated)
 
     def _expire(self, delivery: Delivery) -> None:
-        dead = attrs.evolve(
-            delivery, state=State.DEAD, lastOutcome="expired: older than maxAge before it could be sent"
-        )
-        log.error(
-            "{event}: task {taskName!r} ({taskId}) to {webhook}: not sent, the alert is older than maxAge "
-            "({maxAge:g} s); kept as a dead letter",
-            event=delivery.alert.event,
-            taskName=delivery.alert.taskName,
-            taskId=delivery.alert.taskId,
-            webhook=self.webhook.name,
+        self._giveUp(
+            delivery,
+            "expired: older than maxAge before it could be sent",
+            "not sent, the alert is older than maxAge ({maxAge:g} s); kept as a dead letter",
             maxAge=self.webhook.retry.maxAge,
         )
-        self._stats.incr("deliveries_dead", self._keyNow())
-        self.health.lastDead = self._clock.seconds()
-        self._outbox.record(dead)
-        if self.onFinal is not None:
-            self.onFinal(dead)
 
     def _unrenderable(self, delivery: Delivery, reason: str) -> None:
-        dead = attrs.evolve(
+        self._giveUp(
             delivery,
-            webhookKey=self._keyNow(),
-            state=State.DEAD,
-            lastOutcome=f"not sent: the body template failed: {reason}",
-        )
-        log.error(
-            "{event}: task {taskName!r} ({taskId}) to {webhook}: not sent, the body template failed "
-            "({reason}); kept as a dead letter, not retried",
-            event=delivery.alert.event,
-            taskName=delivery.alert.taskName,
-            taskId=delivery.alert.taskId,
-            webhook=self.webhook.name,
+            f"not sent: the body template failed: {reason}",
+            "not sent, the body template failed ({reason}); kept as a dead letter, not retried",
+            health="body template failed",
             reason=reason,
         )
-        self._stats.incr("deliveries_dead", self._keyNow())
-        self.health.lastDead = self._clock.seconds()
-        self.health.failure(self._clock.seconds(), "body template failed")
+
+    def _giveUp(self, delivery: Delivery, outcome: str, why: str, health: str = "", **fields: object) -> None:
+        """Make ``delivery`` a dead letter without an attempt: say ``why`` (a format string) once."""
+        dead = attrs.evolve(delivery, webhookKey=self._keyNow(), state=State.DEAD, lastOutcome=outcome)
+        a = delivery.alert
+        log.error(
+            "{event}: task {taskName!r} ({taskId}) to {webhook}: " + why,
+            event=a.event,
+            taskName=a.taskName,
+            taskId=a.taskId,
+            webhook=self.webhook.name,
+            **fields,
+        )
+        now = self._clock.seconds()
+        self._stats.incr("deliveries_dead", dead.webhookKey)
+        self.health.lastDead = now
+        if health:
+            self.health.failure(now, health)
         self._outbox.record(dead)
         if self.onFinal is not None:
             self.onFinal(dead)
