@@ -56,15 +56,13 @@ class WebhookClient:
         self._pool.maxPersistentPerHost = webhook.concurrency
         self._pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT  # type: ignore[assignment]
         self._pool._factory = _QuietHTTP11ClientFactory
+        policy = policy_for(webhook.tls)
         agent: Any
         if webhook.proxy is not None:
-            agent = ProxiedAgent(reactor, webhook.proxy, policy_for(webhook.tls), webhook.timeout, self._pool)
+            agent = ProxiedAgent(reactor, webhook.proxy, policy, webhook.timeout, self._pool)
         else:
             agent = webclient.Agent(
-                reactor,
-                contextFactory=policy_for(webhook.tls),
-                connectTimeout=webhook.timeout,
-                pool=self._pool,
+                reactor, contextFactory=policy, connectTimeout=webhook.timeout, pool=self._pool
             )
         # A jar that keeps nothing: a cookie set by a receiver is never sent back.
         noCookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
