@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/butler.example.yaml
 
-.PHONY: run test install lint typecheck check clean
+.PHONY: run test install postgres-server lint typecheck check clean
 
 # The virtualenv, with the dependencies; rebuilt when pyproject.toml changes.
 $(BIN)/.deps: pyproject.toml
@@ -21,7 +21,13 @@ install: $(BIN)/.deps
 run: install
 	$(BIN)/twistd -n --pidfile= butler-webhook --config $(CONFIG)
 
-test: install
+# The PostgreSQL server binaries the PostgreSQL tests start their own throwaway
+# server from: a no-op when present; installs Debian's postgresql when missing
+# and root; otherwise says loudly that those tests skip. Starts no service.
+postgres-server:
+	@bash scripts/ensure-postgres.sh
+
+test: install postgres-server
 	PYTHONPATH=$(CURDIR) $(BIN)/trial --jobs 2 tests
 
 lint: $(BIN)/.deps
