@@ -9,7 +9,8 @@
 - a config and a recording dispatcher for the admission and gate unit tests
   (:mod:`tests.support.admission`);
 - a CONNECT and plain HTTP proxy (:mod:`tests.support.proxy`);
-- log capture (:mod:`tests.support.logs`).
+- log capture (:mod:`tests.support.logs`);
+- a throwaway PostgreSQL server and fresh databases on it (:mod:`tests.support.postgres`).
 """
 
 from pathlib import Path
