@@ -8,6 +8,7 @@ in one go. Nothing downstream re-reads raw YAML.
 from __future__ import annotations
 
 import os
+import platform
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from butler_tw.config.model import (
     Webhook,
 )
 from butler_tw.config.spec import INVALID, Report, check, file_mode
+from butler_tw.config.store import StoreSettings
 from butler_tw.core.alert import EventKind
 from butler_tw.core.retry import RetryPolicy
 from butler_tw.core.routing import Routing
@@ -116,6 +118,9 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
         routes=routes,
         shutdownGrace=ours["shutdownGracePeriod"],
         stateDir=ours["stateDir"],
+        store=_given(ours.get("store"), StoreSettings()),
+        instanceName=_given(ours.get("instanceName"), None) or platform.node() or "butler-tw",
+        leaseSeconds=ours["leaseSeconds"],
         deadLetterRetention=delivery.get("deadLetterRetention"),
         dedupTtl=0.0
         if dedup.get("enable") is False

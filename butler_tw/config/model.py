@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import attrs
 
+from butler_tw.config.store import StoreSettings
 from butler_tw.core.alert import EventKind
 from butler_tw.core.redact import redact_url
 from butler_tw.core.retry import RetryPolicy
@@ -28,6 +29,8 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 4
 DEFAULT_SHUTDOWN_GRACE = 10.0
 DEFAULT_STATE_DIR = "./state"
+#: Seconds a daemon's claim on a delivery of a shared outbox lasts unless renewed.
+DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_DEAD_LETTER_RETENTION = 7 * 86400.0
 DEFAULT_DEDUP_TTL = 10 * 60.0
 DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
@@ -236,6 +239,12 @@ class Config:
     shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
     #: Where the outbox database lives (relative paths: to the working directory).
     stateDir: str = DEFAULT_STATE_DIR
+    #: The outbox store (SQLite in ``stateDir`` unless PostgreSQL is given).
+    store: StoreSettings = StoreSettings()
+    #: This daemon's name among those sharing a store (``butlerWebhook.instanceName``).
+    instanceName: str = "butler-tw"
+    #: Seconds a claim on a shared delivery lasts unless renewed.
+    leaseSeconds: float = DEFAULT_LEASE_SECONDS
     #: Seconds a dead letter is kept for inspection and replay.
     deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
     #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.

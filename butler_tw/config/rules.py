@@ -379,3 +379,15 @@ def secret_text(value: Any, path: str, report: Report) -> Any:
         report.problem(path, "expected a non-empty string (the value is not shown: it is a secret)")
         return INVALID
     return value.strip()
+
+
+def instance_name(value: Any, path: str, report: Report) -> Any:
+    """``butlerWebhook.instanceName``: a short printable name, unique among the daemons of one store."""
+    if not isinstance(value, str) or not value.strip():
+        report.problem(path, "expected a name for this daemon, e.g. its host name")
+        return INVALID
+    name = value.strip()
+    if len(name) > 100 or not name.isprintable():
+        report.problem(path, "expected a name of at most 100 printable characters")
+        return INVALID
+    return name

@@ -23,6 +23,7 @@ from __future__ import annotations
 from butler_tw.config import headers, rules
 from butler_tw.config.model import (
     DEFAULT_DEAD_LETTER_RETENTION,
+    DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_BUFFERED_ALERTS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RATE_LIMIT,
@@ -54,6 +55,7 @@ from butler_tw.config.spec import (
     Text,
     Unknown,
 )
+from butler_tw.config.store import store as store_rule
 
 DAY = 86400.0
 
@@ -261,6 +263,10 @@ BUTLERWEBHOOK = Section(
     keys={
         "shutdownGracePeriod": Number(default=DEFAULT_SHUTDOWN_GRACE, low=0, high=600),
         "stateDir": Text(default=DEFAULT_STATE_DIR),
+        # The outbox: SQLite in stateDir, or PostgreSQL shared by several daemons.
+        "store": Anything(rule=secret(store_rule)),
+        "instanceName": Anything(rule=rules.instance_name),
+        "leaseSeconds": Number(default=DEFAULT_LEASE_SECONDS, low=5, high=3600),
         "maxBufferedAlerts": Number(default=DEFAULT_MAX_BUFFERED_ALERTS, low=100, high=10**7, whole=True),
         "delivery": Section(
             keys={

@@ -388,3 +388,7 @@ class Dispatcher:
     def unattempted(self) -> int:
         """Deliveries still waiting in the queue (after :meth:`stop`)."""
         return len(self._ready)
+
+    def held(self) -> list[str]:
+        """The ids of every delivery held here: due, waiting for a retry, or in flight."""
+        return [*self._readyIds, *self._timers, *self._inFlight]

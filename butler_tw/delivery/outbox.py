@@ -21,6 +21,17 @@ from butler_tw.core.alert import Alert, EventKind
 from butler_tw.core.delivery import Delivery, Rebinding, State
 
 
+class AlreadyTaken(Exception):
+    """Another daemon sharing the store accepted this alert, or its task's rate-limit window, first."""
+
+    def __init__(self, reason: str, by: str) -> None:
+        super().__init__(f"{reason} (taken by {by})")
+        #: ``duplicate`` or ``rate_limited``.
+        self.reason = reason
+        #: The instanceName of the daemon that has it.
+        self.by = by
+
+
 class IOutbox(Interface):
     """Where deliveries live between acceptance and their end.
 
@@ -42,8 +53,18 @@ class IOutbox(Interface):
     def open() -> None:
         """Get ready to work; called from ``startService``, after twistd forked."""
 
-    def add(alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
-        """Record ``alert`` with one pending delivery per webhook, due ``now``."""
+    def add(
+        alert: Alert, webhookKeys: Sequence[str], now: float, window: float = 0.0
+    ) -> Deferred[list[Delivery]]:
+        """Record ``alert`` with one pending delivery per webhook, due ``now``.
+
+        :param window: the alert's rate-limit window (seconds; 0: none). A
+            store shared by several daemons decides there, for all of them,
+            whether the alert is new and its task's window free: if another
+            daemon has the alert or the window already, the Deferred fails
+            with :class:`AlreadyTaken` and nothing is stored. A store of one
+            daemon leaves both to the in-memory checks.
+        """
 
     def record(delivery: Delivery) -> None:
         """Store a delivery's new state after an attempt (pending, delivered or dead)."""
@@ -82,6 +103,13 @@ class IOutbox(Interface):
     def remembered(table: str, now: float) -> list[tuple[EventKind, tuple[str, ...], float]]:
         """The unexpired keys of ``table``. Synchronous: called once at start-up,
         before the intake starts, so no datagram can race the restore."""
+
+    def renew(held: Sequence[str]) -> None:
+        """Keep the claim on the deliveries this daemon holds (ids), where a store is shared.
+
+        Called every couple of seconds; a shared store renews its leases as
+        often as they need (a store of one daemon does nothing).
+        """
 
     def prune() -> None:
         """Drop what is no longer needed (expired keys, old dead letters)."""

@@ -32,7 +32,9 @@ class MemoryOutbox:
         self.unsavedAlerts = 0
         self._webhooks: dict[str, str] = {}
 
-    def add(self, alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
+    def add(
+        self, alert: Alert, webhookKeys: Sequence[str], now: float, window: float = 0.0
+    ) -> Deferred[list[Delivery]]:
         deliveries = [Delivery(alert, key, acceptedAt=now, dueAt=now) for key in webhookKeys]
         for delivery in deliveries:
             self.live[delivery.id] = delivery
@@ -87,6 +89,9 @@ class MemoryOutbox:
 
     def remembered(self, table: str, now: float) -> list[tuple[EventKind, tuple[str, ...], float]]:
         return []
+
+    def renew(self, held: Sequence[str]) -> None:
+        pass
 
     def prune(self) -> None:
         pass

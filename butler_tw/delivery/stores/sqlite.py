@@ -4,11 +4,8 @@ Why this shape:
 
 - SQLite is embedded (nothing to install or run) and its WAL journal lets the
   ``butler-tw`` admin command read and re-queue while the daemon writes.
-- Every write happens on one dedicated thread, never on the reactor thread.
-- Writes are batched: while one transaction commits, new writes gather, and
-  all of them go in the next transaction. One fsync then covers many alerts,
-  so thousands of alerts per second cost tens of fsyncs, not thousands, and
-  an idle daemon adds no delay at all.
+- Every write happens on one dedicated thread, group-committed
+  (:mod:`~butler_tw.delivery.stores.groupcommit`): one fsync covers many alerts.
 - ``journal_mode=WAL`` + ``synchronous=FULL``: an alert counts as accepted
   only once its transaction is on disk, so it survives ``kill -9`` *and* a
   power cut. (``NORMAL`` would survive a crash but could lose the last
@@ -20,26 +17,19 @@ logged at error, counted, and the deliveries carry on from memory.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import attrs
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from butler_tw.core.alert import FIELD_ORDER, Alert, EventKind
+from butler_tw.core.alert import Alert, EventKind
 from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_webhooks, removed_key
-from butler_tw.core.words import count
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.replay import Decision
-
-log = Logger(namespace="butler_tw.outbox")
+from butler_tw.delivery.stores.groupcommit import GroupCommit
+from butler_tw.delivery.stores.rows import alert_from_row, alert_to_json, delivery_from_row
 
 DB_NAME = "outbox.sqlite3"
 SCHEMA_VERSION = 2
@@ -151,28 +141,6 @@ def unusable_database(path: str, reason: str) -> str:
     )
 
 
-def alert_to_json(alert: Alert) -> str:
-    return json.dumps({name: value for name, value in alert.fields() if name != "event"}, ensure_ascii=False)
-
-
-def alert_from_row(kind: str, fields: str) -> Alert:
-    data = json.loads(fields)
-    return Alert(kind=EventKind(kind), **{k: data.get(k, "") for k in FIELD_ORDER if k != "event"})
-
-
-def delivery_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
-    (kind, fields, webhookKey, acceptedAt, attempts, dueAt, state, lastOutcome) = row
-    return Delivery(
-        alert=alert_from_row(kind, fields),
-        webhookKey=webhookKey,
-        acceptedAt=acceptedAt,
-        attempts=attempts,
-        dueAt=dueAt,
-        state=State(state),
-        lastOutcome=lastOutcome,
-    )
-
-
 SELECT_DELIVERIES = (
     "SELECT a.kind, a.fields, d.webhook_key, d.accepted_at, d.attempts, d.due_at, d.state, d.last_outcome "
     "FROM deliveries d JOIN alerts a ON a.alert_id = d.alert_id "
@@ -181,50 +149,21 @@ SELECT_DELIVERIES = (
 #: remember()'s tables: the SQL table and its key columns.
 _KEYED = {"dedup": ("dedup_keys", ("task_id", "execution_id")), "windows": ("windows", ("task_id",))}
 
-_Op = Callable[[sqlite3.Connection], Any]
-_Queued = tuple[_Op, "Deferred[Any] | None", bool]  # (op, waiter, is a read)
-_FIRST_BACKOFF = 0.5
-_MAX_BACKOFF = 30.0
 _MOVING = "moving:"  # temporary key prefix in rebind(); config keys never start with it
 
 
-@attrs.frozen
-class _ReadFailed:
-    """A read's error, carried out of the writer thread without failing the batch."""
-
-    error: Exception
-
-
 @implementer(IOutbox)
-class SqliteOutbox:
+class SqliteOutbox(GroupCommit[sqlite3.Connection]):
     """``IOutbox`` on SQLite, with every write on one thread, group-committed.
 
     :param reactor: for ``callFromThread``/``seconds``; the thread pool is ours.
     """
 
     def __init__(self, stateDir: str, reactor: Any, deadLetterRetention: float = 7 * 86400) -> None:
+        super().__init__(reactor, db_path(stateDir), "butler-tw-outbox")
         self.stateDir = stateDir
-        self._reactor = reactor
         #: Seconds a dead letter is kept (``butlerWebhook.delivery.deadLetterRetention``).
         self.deadLetterRetention = deadLetterRetention
-        self._conn: sqlite3.Connection | None = None
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="butler-tw-outbox")
-        self._queued: list[_Queued] = []
-        self._backoff = _FIRST_BACKOFF
-        self._retryCall: Any = None
-        self._committing = False
-        self._idle: list[Deferred[None]] = []
-        self._closed = False
-        #: False after a write failed and until one succeeds again.
-        self.healthy = True
-        #: Why the last write failed, while not healthy.
-        self.lastError: str | None = None
-        self.writeErrors = 0
-        self.commits = 0
-        #: Alerts handed on to delivery while their write waits for a retry: they
-        #: count against butlerWebhook.maxBufferedAlerts, so a dead disk cannot grow memory forever.
-        self.unsavedAlerts = 0
-        self._adds: weakref.WeakSet[_Op] = weakref.WeakSet()
 
     def open(self) -> None:
         """Connect and start the writer thread.
@@ -233,122 +172,31 @@ class SqliteOutbox:
         SQLite connection does not survive a fork).
         """
         self._conn = connect(self.stateDir)
-        self._pool.start()
+        self._startWriter()
 
-    # -- group commit
+    def _connect(self) -> sqlite3.Connection:
+        return connect(self.stateDir)
 
-    def _submit(self, op: _Op, wait: bool = False, read: bool = False) -> Deferred[Any] | None:
-        """Queue ``op`` for the next transaction.
-
-        :param wait: return a Deferred that fires with ``op``'s result. A write's
-            fires (with ``None``) even when its commit failed: the caller goes on
-            from memory while the write is retried.
-        :param read: ``op`` answers a question; if its commit fails, its
-            Deferred fails instead of the op being retried.
-        """
-        d: Deferred[Any] | None = Deferred() if wait else None
-        self._queued.append((op, d, read))
-        if not self._committing:
-            # Commit at the end of this reactor turn, not now: what one datagram
-            # causes (its dedup key, its rate-limit window, the alert itself)
-            # then lands in one transaction, never a window without its alert.
-            self._committing = True
-            self._retryCall = self._reactor.callLater(0, self._flush)
-        return d
-
-    def _flush(self) -> None:
-        self._retryCall = None
-        batch, self._queued = self._queued, []
-        if not batch:
-            self._committing = False
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
-            return
-        self._committing = True
-        done = deferToThreadPool(
-            self._reactor, self._pool, self._commit, [(op, read) for op, _, read in batch]
-        )
-        done.addBoth(self._committed, batch)
-
-    def _commit(self, ops: list[tuple[_Op, bool]]) -> list[Any]:
-        """On the writer thread: run ``ops`` in one transaction.
-
-        A read that fails is rolled back to its own savepoint and answers
-        with the error (a :class:`_ReadFailed`): it must not undo the writes
-        it shares the transaction with.
-        """
-        conn = self._conn
-        assert conn is not None, "open() first"
+    def _begin(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE: take the write lock up front, so a commit by `butler-tw
         # replay` between our reads and writes cannot void the whole batch.
         conn.execute("BEGIN IMMEDIATE")
-        try:
-            results = [self._read(conn, op) if read else op(conn) for op, read in ops]
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
 
-    @staticmethod
-    def _read(conn: sqlite3.Connection, op: _Op) -> Any:
-        conn.execute("SAVEPOINT read")
-        try:
-            value = op(conn)
-        except Exception as e:
-            conn.execute("ROLLBACK TO read")
-            conn.execute("RELEASE read")
-            return _ReadFailed(e)
-        conn.execute("RELEASE read")
-        return value
+    def _finish(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
 
-    def _committed(self, result: Any, batch: list[_Queued]) -> None:
-        if isinstance(result, list):
-            self.commits += 1
-            self._backoff = _FIRST_BACKOFF
-            if not self.healthy:
-                log.info("Outbox writes to {path} work again", path=db_path(self.stateDir))
-            self.healthy = True
-            self.unsavedAlerts = 0  # what a failure kept was in this batch
-            for (_, d, _), value in zip(batch, result, strict=True):
-                if d is None or d.called:
-                    continue
-                if isinstance(value, _ReadFailed):
-                    d.errback(value.error)
-                else:
-                    d.callback(value)
-            self._flush()
-            return
-        self.writeErrors += 1
-        self.lastError = str(result.value)
-        if self.healthy:
-            log.error(
-                "Cannot write to the outbox {path}: {error}. Deliveries carry on from memory and the "
-                "writes are retried; until they succeed, what is new would not survive a restart",
-                path=db_path(self.stateDir),
-                error=str(result.value),
-            )
-        self.healthy = False
-        retry: list[_Queued] = []
-        for op, d, read in batch:
-            if read:
-                if d is not None and not d.called:
-                    d.errback(result)
-                continue
-            if d is not None and not d.called:
-                d.callback(None)
-            retry.append((op, d, read))
-        # Retried first, so that a later update of the same rows still lands after them.
-        self._queued = retry + self._queued
-        self.unsavedAlerts = sum(1 for op, _, _ in retry if op in self._adds)
-        self._retryCall = self._reactor.callLater(self._backoff, self._flush)
-        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _closeConnection(self, conn: sqlite3.Connection) -> None:
+        conn.close()
 
     # -- IOutbox
 
-    def add(self, alert: Alert, webhookKeys: Sequence[str], now: float) -> Deferred[list[Delivery]]:
+    def add(
+        self, alert: Alert, webhookKeys: Sequence[str], now: float, window: float = 0.0
+    ) -> Deferred[list[Delivery]]:
         deliveries = [Delivery(alert, key, acceptedAt=now, dueAt=now) for key in webhookKeys]
         fields = alert_to_json(alert)
 
@@ -363,8 +211,7 @@ class SqliteOutbox:
                 [(d.id, alert.alertId, d.webhookKey, now, now, now) for d in deliveries],
             )
 
-        self._adds.add(op)
-        d = self._submit(op, wait=True)
+        d = self._submit(op, wait=True, add=True)
         assert d is not None
         return d.addCallback(lambda _: deliveries)
 
@@ -522,42 +369,8 @@ class SqliteOutbox:
 
         self._submit(op)
 
-    def flushed(self) -> Deferred[None]:
-        """Fires once every write submitted so far is committed (or failed)."""
-        if not self._committing and not self._queued:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        return d
-
-    def close(self, timeout: float = 10.0) -> Deferred[None]:
-        """Flush what is queued (waiting at most ``timeout`` seconds), then stop the writer."""
-        if self._closed:
-            return succeed(None)
-        self._closed = True
-        done: Deferred[None] = Deferred()
-        self.flushed().addBoth(lambda _: None if done.called else done.callback(None))
-        timer = self._reactor.callLater(timeout, lambda: None if done.called else done.callback(None))
-
-        def shut(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-            if self._retryCall is not None and self._retryCall.active():
-                self._retryCall.cancel()
-            unwritten = len(self._queued)
-            if unwritten:
-                log.error(
-                    "Stopping with {writes} not on disk ({path} is failing): "
-                    "the deliveries they concern may be attempted again, or not resumed, at the next start",
-                    writes=count(unwritten, "outbox write", "outbox writes"),
-                    n=unwritten,
-                    path=db_path(self.stateDir),
-                )
-            self._pool.stop()
-            if self._conn is not None:
-                self._conn.close()
-
-        return done.addCallback(shut)
+    def renew(self, held: Sequence[str]) -> None:
+        """Nothing to renew: one daemon owns this outbox."""
 
 
 def _take_up_replays(conn: sqlite3.Connection, now: float) -> int:
