@@ -52,7 +52,9 @@ class StoreSettings:
 def store(value: Any, path: str, report: Report) -> Any:
     """The rule of ``butlerWebhook.store`` (its references already resolved)."""
     if not isinstance(value, str) or not value.strip():
-        report.problem(path, "expected 'sqlite' or a PostgreSQL connection string (postgresql://user@host/db)")
+        report.problem(
+            path, "expected 'sqlite' or a PostgreSQL connection string (postgresql://user@host/db)"
+        )
         return INVALID
     text = value.strip()
     if text.lower() == SQLITE:
@@ -118,6 +120,5 @@ def loggable_dsn(dsn: str) -> str:
         )
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     return " ".join(
-        f"{key}=***" if key.lower() in _SECRET_KEYS else f"{key}={value}"
-        for key, value in _PAIR.findall(dsn)
+        f"{key}=***" if key.lower() in _SECRET_KEYS else f"{key}={value}" for key, value in _PAIR.findall(dsn)
     )

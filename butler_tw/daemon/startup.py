@@ -61,12 +61,16 @@ class Checked:
         source validation is off.
     :ivar unresolved: allow-list names that do not resolve now -> why (the
         daemon refuses their datagrams until they do).
+    :ivar storeUnreachable: why the shared store cannot be reached now (the
+        daemon starts anyway and keeps what arrives until it can).
     """
 
     config: Config
     udpAddress: str
     sources: SourceFilter | None
     unresolved: dict[str, str] = attrs.field(factory=dict)
+    #: Why a shared store (PostgreSQL) cannot be reached now, if so.
+    storeUnreachable: str | None = None
 
 
 class StartupError(Exception):
@@ -115,11 +119,41 @@ def preflight(config: Config, *, listen: bool = True, stateDir: bool = True) -> 
         problems += udp_problems(config.udpHost, address, config.udpPort)
     if listen and config.httpListen:
         problems += http_problems(config.httpListen)
-    if stateDir:
+    unreachable: str | None = None
+    if stateDir and config.store.shared:
+        found, unreachable = store_problems(config)
+        problems += found
+    elif stateDir:
         problems += state_problems(config.stateDir)
     if problems or address is None:
         raise StartupError(problems)
-    return Checked(config=config, udpAddress=address, sources=sources, unresolved=dict(loaded.unresolved))
+    return Checked(
+        config=config,
+        udpAddress=address,
+        sources=sources,
+        unresolved=dict(loaded.unresolved),
+        storeUnreachable=unreachable,
+    )
+
+
+def store_problems(config: Config) -> tuple[list[str], str | None]:
+    """A shared store (PostgreSQL): its schema is one this version knows, the instanceName is free.
+
+    :return: the problems, and why the database cannot be reached now, if so:
+        that is no reason not to start (the daemon keeps what arrives and
+        connects when it can), but it is said.
+    """
+    import psycopg  # only where a shared store is used
+
+    from butler_tw.delivery.stores import postgres
+
+    try:
+        postgres.check(config.store.dsn, config.store.loggable, config.instanceName)
+    except postgres.StoreError as e:
+        return [f"butlerWebhook.store: {e}"], None
+    except psycopg.Error as e:
+        return [], f"cannot connect to {config.store.loggable} now: {str(e).strip() or type(e).__name__}"
+    return [], None
 
 
 def resolve_listen_host(host: str) -> str:

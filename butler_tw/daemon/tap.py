@@ -74,7 +74,7 @@ class Options(usage.Options):
             raise usage.UsageError("--config needs the Butler production.yaml to read")
         try:
             checked = check(self["config"], stateDir=not self["in-memory-outbox"])
-            if not self["in-memory-outbox"]:
+            if not self["in-memory-outbox"] and not checked.config.store.shared:
                 connect(checked.config.stateDir).close()  # what the checks cannot foresee stops us here
         except (StartupError, StoreError) as e:
             # twistd prints the whole usage text for a UsageError; an admin
@@ -87,6 +87,7 @@ class Options(usage.Options):
         self.listenAddress = checked.udpAddress
         self.sources = checked.sources
         self.unresolved = checked.unresolved
+        self.storeUnreachable = checked.storeUnreachable
         if self.parent is not None:  # under twistd
             configure_logging(self.parent, config.logFormat, config.logLevel)
             # SIGHUP means "reload", never "die": ignored until the reloader takes it
@@ -117,13 +118,9 @@ def makeService(options: Options) -> service.IService:
     config = options.config
     log_startup(config)
     stats = Stats()
-    outbox: IOutbox
-    if options["in-memory-outbox"]:
-        outbox = MemoryOutbox()
-        log.warn("Outbox in memory only (--in-memory-outbox): pending deliveries do not survive a restart")
-    else:
-        outbox = SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
-        log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
+    outbox = make_outbox(
+        config, reactor, options["in-memory-outbox"], getattr(options, "storeUnreachable", None)
+    )
     configPath = os.path.abspath(options["config"])
     pipeline = Pipeline(reactor, config, outbox, stats, getattr(options, "sources", None), configPath)
     for name, why in sorted(getattr(options, "unresolved", {}).items()):
@@ -164,6 +161,38 @@ def makeService(options: Options) -> service.IService:
     return top
 
 
+def make_outbox(config: Config, reactor: Any, inMemory: bool, unreachable: str | None = None) -> IOutbox:
+    """The outbox the config asks for, and a line saying which."""
+    if inMemory:
+        log.warn("Outbox in memory only (--in-memory-outbox): pending deliveries do not survive a restart")
+        return MemoryOutbox()
+    if config.store.shared:
+        from butler_tw.delivery.stores.postgres import PostgresOutbox
+
+        log.info(
+            "Outbox: PostgreSQL {where}, shared; this daemon is instance {name!r} (leases of {lease:g} s)",
+            where=config.store.loggable,
+            name=config.instanceName,
+            lease=config.leaseSeconds,
+        )
+        if unreachable:
+            log.error(
+                "Outbox: {why}. Starting anyway: alerts are kept in memory (at most "
+                "butlerWebhook.maxBufferedAlerts) and written once it answers",
+                why=unreachable,
+            )
+        return PostgresOutbox(
+            config.store.dsn,
+            config.store.loggable,
+            config.instanceName,
+            reactor,
+            config.leaseSeconds,
+            config.deadLetterRetention,
+        )
+    log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
+    return SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
+
+
 def http_service(
     reactor: Any, listen: str, pipeline: Pipeline, outbox: IOutbox, stats: Stats, intake: LogAppenderProtocol
 ) -> service.IService:
@@ -196,6 +225,9 @@ def http_service(
             pipeline.admission.backlogged,
             pipeline.admission.lastSourceLimitedAt,
             not_sending(pipeline.config),
+            cluster=outbox.cluster,
+            instance=pipeline.config.instanceName if outbox.cluster is not None else None,
+            leaseSeconds=pipeline.config.leaseSeconds,
         )
 
     collector = ButlerCollector(
@@ -207,6 +239,7 @@ def http_service(
         reactor.seconds,
         lambda: pipeline.admission.unstored,
         lambda: int(outbox.writeErrors),
+        lambda: outbox.cluster,
     )
     site = make_site(
         registry_for(collector), health, outbox, lambda: webhook_labels(pipeline.config.webhooks)

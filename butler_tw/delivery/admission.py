@@ -6,6 +6,7 @@ from typing import Mapping
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from butler_tw.config import Config
 from butler_tw.core.alert import Alert
@@ -17,7 +18,7 @@ from butler_tw.core.throttle import OVERFLOW, LogThrottle
 from butler_tw.core.wireformat import Ignored, Parsed, parse
 from butler_tw.core.words import DEFAULT_CONFIG, admin_command, count
 from butler_tw.delivery.dispatcher import Dispatcher
-from butler_tw.delivery.outbox import IOutbox
+from butler_tw.delivery.outbox import AlreadyTaken, IOutbox
 from butler_tw.intake.gate import Gate
 
 log = Logger(namespace="butler_tw.notifier")
@@ -170,12 +171,35 @@ class Admission:
         # The dispatchers of now: should a reload replace one before the alert
         # is stored, the retired dispatcher passes its delivery on.
         targets = [self._dispatchers[key] for key in keys]
-        d = self._outbox.add(alert, keys, self._clock.seconds())
+        d = self._outbox.add(alert, keys, self._clock.seconds(), route.rateLimit)
         d.addBoth(self._stored)
-        d.addCallback(self._dispatch, targets)
+        d.addCallbacks(self._dispatch, self._taken, callbackArgs=(targets,), errbackArgs=(alert,))
         d.addErrback(
             lambda f: log.failure("Could not store the alert for task {taskId}", f, taskId=alert.taskId)
         )
+
+    def _taken(self, failure: Failure, alert: Alert) -> None:
+        """Another daemon sharing the store had this alert, or its task's window, first."""
+        taken = failure.trap(AlreadyTaken) and failure.value
+        assert isinstance(taken, AlreadyTaken)
+        if taken.reason == "rate_limited":
+            # The cluster's window decides: this daemon's own must not outlast it.
+            self._limiter.release(alert)
+            self._drop(
+                alert,
+                "alerts_peer_rate_limited",
+                "rate limited: instance {by} sent this task's alert within the window",
+                by=taken.by,
+            )
+        else:
+            self._stats.incr("alerts_peer_duplicate", alert.kind.value)
+            log.debug(
+                "{event}: task {taskName!r} ({taskId}): instance {by} has this alert already",
+                event=alert.event,
+                taskName=alert.taskName,
+                taskId=alert.taskId,
+                by=taken.by,
+            )
 
     def _stored(self, result: object) -> object:
         self._unstored -= 1

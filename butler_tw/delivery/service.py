@@ -68,6 +68,7 @@ class DeliveryService(Service):
         self._retiring: dict[Dispatcher, WebhookClient] = {}
         self._dedup = dedup
         self._retryResume: Any = None
+        self._pollFailing = False
         self._onStop = onStop
         self._loops = [
             (LoopingCall(self._pickUpReplays), replayPoll),
@@ -145,16 +146,37 @@ class DeliveryService(Service):
             ),
         )
 
+    def held(self) -> list[str]:
+        """The ids of every delivery this daemon holds in memory (retiring dispatchers' too)."""
+        return [i for d in [*self._dispatchers.values(), *self._retiring] for i in d.held()]
+
     def _pickUpReplays(self) -> Deferred[None]:
+        # A shared store: keep the leases of what is held, take what nobody holds.
+        self._outbox.renew(self.held())
         d: Deferred[Any] = self._outbox.requeued()
         d.addCallback(
             self._resume,
-            "Picked up {deliveries} re-queued by `butler-tw replay`",
+            "Picked up {deliveries} re-queued (by `butler-tw replay`, or handed back by another instance)",
             ("delivery", "deliveries"),
             dict(self._dispatchers),
         )
-        # An error must not end the LoopingCall: log it, try again at the next tick.
-        return d.addErrback(lambda f: log.error("Could not check for replays: {error}", error=str(f.value)))
+        d.addCallback(self._polled)
+        # An error must not end the LoopingCall: log it (once while it lasts), try again at the next tick.
+        return d.addErrback(self._pollFailed)
+
+    def _polled(self, _: object) -> None:
+        if self._pollFailing:
+            self._pollFailing = False
+            log.info("Checking the outbox for re-queued deliveries works again")
+
+    def _pollFailed(self, f: Failure) -> None:
+        if not self._pollFailing:
+            self._pollFailing = True
+            log.error(
+                "Could not check the outbox for re-queued deliveries: {error} (tried again every few "
+                "seconds; said again only once it works)",
+                error=str(f.value).strip() or repr(f.value),
+            )
 
     def _resume(
         self,

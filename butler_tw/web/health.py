@@ -13,6 +13,10 @@ Overall status, in order:
   its per-minute limit recently, or nothing is configured to be sent. 200, because
   restarting butler-tw fixes none of these.
 - ``ok`` (HTTP 200) otherwise.
+
+With a shared store (PostgreSQL), ``cluster`` says which instance this is,
+every instance sharing the store and what each holds; another instance that
+stopped renewing its leases (not cleanly stopped) makes this one "degraded".
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Iterable
 
 import attrs
 
+from butler_tw.core.cluster import ClusterView
 from butler_tw.delivery.attempts import WebhookHealth
 
 #: A pending delivery older than this makes the daemon "degraded".
@@ -55,6 +60,9 @@ def report(
     backlogged: bool = False,
     lastSourceLimitedAt: float | None = None,
     notSending: str | None = None,
+    cluster: ClusterView | None = None,
+    instance: str | None = None,
+    leaseSeconds: float = 30.0,
 ) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of ``/health``."""
     hooks = list(webhooks)
@@ -87,6 +95,13 @@ def report(
         )
     if notSending:
         worries.append(notSending)
+    if cluster is not None:
+        worries += [
+            f"instance {m.name} has not renewed its leases for {m.silentFor:.0f} s (is it down?): "
+            "its deliveries are taken over as their leases run out"
+            for m in cluster.members
+            if m.name != instance and not m.stopped and m.silentFor > leaseSeconds
+        ]
     status = "failing" if problems else "degraded" if worries else "ok"
     body = {
         "status": status,
@@ -98,6 +113,7 @@ def report(
             "pending": sum(w.queued + w.inFlight for w in hooks),
             "oldestPendingSeconds": None if oldestAge is None else round(oldestAge, 1),
         },
+        **({"cluster": cluster_body(now, cluster, instance, leaseSeconds)} if cluster is not None else {}),
         "webhooks": [
             {
                 "name": w.name,
@@ -115,3 +131,29 @@ def report(
         ],
     }
     return (503 if status == "failing" else 200), body
+
+
+def cluster_body(now: float, view: ClusterView, instance: str | None, leaseSeconds: float) -> dict[str, Any]:
+    """``/health``'s ``cluster``: this daemon's name, every instance sharing the store, what each holds."""
+    return {
+        "instance": instance,
+        "readSecondsAgo": round(max(0.0, now - view.readAt), 1),
+        "pending": view.pending,
+        "unowned": view.unowned,
+        "dead": view.dead,
+        "oldestPendingSeconds": None
+        if view.oldestPendingAt is None
+        else round(max(0.0, now - view.oldestPendingAt), 1),
+        "instances": [
+            {
+                "name": m.name,
+                "host": m.host,
+                "pid": m.pid,
+                "version": m.version,
+                "state": "stopped" if m.stopped else "silent" if m.silentFor > leaseSeconds else "up",
+                "lastSeenSecondsAgo": round(m.silentFor, 1),
+                "holds": m.holds,
+            }
+            for m in view.members
+        ],
+    }

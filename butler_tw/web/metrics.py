@@ -21,6 +21,7 @@ from prometheus_client.utils import floatToGoString
 
 from butler_tw import __version__
 from butler_tw.config import Webhook
+from butler_tw.core.cluster import ClusterView
 from butler_tw.core.delivery import describe_key
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.dispatcher import Dispatcher
@@ -34,6 +35,9 @@ ALERT_OUTCOMES = {
     "alerts_no_webhooks": "no_webhooks",
     "alerts_unrouted": "unrouted",
     "alerts_shed": "shed",
+    # A store shared by several daemons: another one had the alert, or its task's window, first.
+    "alerts_peer_duplicate": "peer_duplicate",
+    "alerts_peer_rate_limited": "peer_rate_limited",
 }
 _ATTEMPT = "attempt_outcome_"
 
@@ -62,6 +66,7 @@ class ButlerCollector(Collector):
         clock: Callable[[], float],
         unstored: Callable[[], int] = lambda: 0,
         writeErrors: Callable[[], int] = lambda: 0,
+        cluster: Callable[[], ClusterView | None] = lambda: None,
     ) -> None:
         self._stats = stats
         self._webhooks = webhooks
@@ -71,6 +76,7 @@ class ButlerCollector(Collector):
         self._clock = clock
         self._unstored = unstored
         self._writeErrors = writeErrors
+        self._cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         labels = webhook_labels(self._webhooks())
@@ -200,9 +206,44 @@ class ButlerCollector(Collector):
         listening = GaugeMetricFamily("butler_tw_udp_listening", "1 while the UDP socket is open")
         listening.add_metric([], 1.0 if self._udpListening() else 0.0)
         yield listening
+        view = self._cluster()
+        if view is not None:
+            yield from cluster_metrics(view, now)
         info = GaugeMetricFamily("butler_tw_info", "The running version", labels=["version"])
         info.add_metric([__version__], 1.0)
         yield info
+
+
+def cluster_metrics(view: ClusterView, now: float) -> Iterator[Metric]:
+    """The shared outbox (PostgreSQL), as the last read every few seconds saw it."""
+    pending = GaugeMetricFamily(
+        "butler_tw_cluster_outbox_pending", "Pending deliveries in the shared outbox, of every instance"
+    )
+    pending.add_metric([], view.pending)
+    unowned = GaugeMetricFamily(
+        "butler_tw_cluster_outbox_unowned",
+        "Pending deliveries no instance holds a lease on (about to be taken over)",
+    )
+    unowned.add_metric([], view.unowned)
+    dead = GaugeMetricFamily("butler_tw_cluster_outbox_dead", "Dead letters in the shared outbox")
+    dead.add_metric([], view.dead)
+    age = GaugeMetricFamily(
+        "butler_tw_cluster_outbox_oldest_pending_seconds",
+        "Age of the oldest pending delivery in the shared outbox (0: none)",
+    )
+    age.add_metric([], max(0.0, now - view.oldestPendingAt) if view.oldestPendingAt is not None else 0.0)
+    holds = GaugeMetricFamily(
+        "butler_tw_cluster_instance_holds", "Pending deliveries each instance holds", labels=["instance"]
+    )
+    silent = GaugeMetricFamily(
+        "butler_tw_cluster_instance_silent_seconds",
+        "Seconds since each instance last renewed its leases",
+        labels=["instance"],
+    )
+    for member in view.members:
+        holds.add_metric([member.name], member.holds)
+        silent.add_metric([member.name], member.silentFor)
+    yield from (pending, unowned, dead, age, holds, silent)
 
 
 def registry_for(collector: ButlerCollector) -> CollectorRegistry:

@@ -158,8 +158,8 @@ class GroupCommit(Generic[C]):
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
-        self._begin(conn)
         try:
+            self._begin(conn)
             results = [self._read(conn, op) if read else op(conn) for op, read in ops]
             self._finish(conn)
         except BaseException:

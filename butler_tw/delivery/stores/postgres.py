@@ -34,7 +34,6 @@ import os
 import socket
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import attrs
 import psycopg
 from psycopg import errors as pgerrors
 from twisted.internet.defer import Deferred
@@ -43,6 +42,7 @@ from zope.interface import implementer
 
 from butler_tw import __version__
 from butler_tw.core.alert import Alert, EventKind
+from butler_tw.core.cluster import ClusterView, Member
 from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_webhooks, removed_key
 from butler_tw.core.words import count
 from butler_tw.delivery.outbox import AlreadyTaken, IOutbox
@@ -195,34 +195,6 @@ def check(dsn: str, loggable: str, name: str, timeout: float = 5.0) -> None:
             )
     finally:
         conn.close()
-
-
-@attrs.frozen
-class Member:
-    """One daemon of the cluster, as the store sees it."""
-
-    name: str
-    host: str
-    pid: int
-    version: str
-    #: Seconds since it last renewed (by the database's clock).
-    silentFor: float
-    stopped: bool
-    #: Pending deliveries it holds a lease on.
-    holds: int
-
-
-@attrs.frozen
-class ClusterView:
-    """The shared outbox, read every few seconds (for /health and /metrics)."""
-
-    readAt: float
-    members: tuple[Member, ...]
-    pending: int
-    dead: int
-    oldestPendingAt: float | None
-    #: Pending deliveries nobody holds (released, replayed, or their owner's lease ran out).
-    unowned: int
 
 
 @implementer(IOutbox)
