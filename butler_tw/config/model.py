@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import platform
 import re
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -242,7 +243,7 @@ class Config:
     #: The outbox store (SQLite in ``stateDir`` unless PostgreSQL is given).
     store: StoreSettings = StoreSettings()
     #: This daemon's name among those sharing a store (``butlerWebhook.instanceName``).
-    instanceName: str = "butler-tw"
+    instanceName: str = attrs.field(factory=lambda: platform.node() or "butler-tw")
     #: Seconds a claim on a shared delivery lasts unless renewed.
     leaseSeconds: float = DEFAULT_LEASE_SECONDS
     #: Seconds a dead letter is kept for inspection and replay.
