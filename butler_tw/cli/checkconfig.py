@@ -30,8 +30,30 @@ def check_config(path: str, out: TextIO, err: TextIO, reload: bool = False) -> i
         for problem in e.problems:
             err.write(f"butler-tw: {problem}\n")
         return EX_CONFIG
-    out.write(describe_config(path, checked.config, checked.udpAddress, checked.sources, checked=not reload))
+    out.write(
+        describe_config(
+            path,
+            checked.config,
+            checked.udpAddress,
+            checked.sources,
+            checked=not reload,
+            storeUnreachable=checked.storeUnreachable,
+        )
+    )
     return 0
+
+
+def _store_line(config: Config, checked: bool, unreachable: str | None) -> str:
+    if not checked:
+        state = "not checked: --reload"
+    elif unreachable:
+        state = f"{unreachable}; the daemon would start and keep alerts in memory until it answers"
+    else:
+        state = "connected, schema up to date, the instance name is free"
+    return (
+        f"outbox          PostgreSQL {config.store.loggable}, shared: this daemon is instance "
+        f"{config.instanceName!r}, leases of {duration(config.leaseSeconds)} ({state})"
+    )
 
 
 def _udp_line(config: Config, address: str) -> str:
@@ -77,7 +99,12 @@ def _message(w: Webhook) -> str:
 
 
 def describe_config(
-    path: str, config: Config, address: str, sources: SourceFilter | None = None, checked: bool = True
+    path: str,
+    config: Config,
+    address: str,
+    sources: SourceFilter | None = None,
+    checked: bool = True,
+    storeUnreachable: str | None = None,
 ) -> str:
     """The summary ``check-config`` prints. Holds no URL query, user info or header value.
 
@@ -110,7 +137,9 @@ def describe_config(
         f"datagrams       up to {config.maxMessageSize} bytes; larger ones are dropped",
         f"memory bound    {config.maxBufferedAlerts} alerts waiting for the outbox; then new ones are shed",
         f"de-duplication  {dedup}",
-        f"stateDir        {stateDir} (outbox {db_path(stateDir)}{where}; {stateState})",
+        _store_line(config, checked, storeUnreachable)
+        if config.store.shared
+        else f"stateDir        {stateDir} (outbox {db_path(stateDir)}{where}; {stateState})",
         f"dead letters    kept {duration(config.deadLetterRetention)}",
         f"shutdown        calls in flight get {duration(config.shutdownGrace)} on SIGTERM",
         f"webhook calls   {'enabled' if config.notificationsEnabled else 'DISABLED'}",

@@ -66,8 +66,8 @@ def configure(options: dict[str, Any], format: str, level: str) -> None:
 
     :param options: twistd's ``ServerOptions`` (our options' ``parent``).
     """
-    if format == "text" and level == "info":
-        return  # twistd's own default
+    if format == "text" and level == "debug":
+        return  # twistd's own default (every level; info would let debug lines through)
     if options.get("logger") or options.get("syslog"):
         return
     _settings.format = format
