@@ -77,7 +77,15 @@ def dsn_problem(dsn: str) -> str | None:
             )
         try:
             parts = urlsplit(dsn)
-            parts.port  # noqa: B018 - raises on a port that is not a number
+            hosts = parts.netloc.rpartition("@")[2]
+            for host in hosts.split(","):  # libpq takes several: host1:5432,host2:5432
+                port = (
+                    host.rpartition("]")[2].partition(":")[2]
+                    if host.startswith("[")
+                    else host.partition(":")[2]
+                )
+                if port and not port.isdigit():
+                    raise ValueError(port)
         except ValueError:
             return "the connection URL has a port that is not a number (the value is not shown)"
         if parts.query and any("=" not in item for item in parts.query.split("&")):
@@ -102,15 +110,7 @@ def loggable_dsn(dsn: str) -> str:
     """``dsn`` without its password: safe for a log line or ``check-config``."""
     if "://" in dsn:
         parts = urlsplit(dsn)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host
-        try:
-            if parts.port is not None:
-                netloc += f":{parts.port}"
-        except ValueError:
-            netloc += ":?"
+        netloc = parts.netloc.rpartition("@")[2]  # the hosts and ports, as given
         if parts.username:
             netloc = f"{parts.username}@{netloc}"
         query = "&".join(
