@@ -226,7 +226,8 @@ def http_service(
             pipeline.admission.lastSourceLimitedAt,
             not_sending(pipeline.config),
             cluster=outbox.cluster,
-            instance=pipeline.config.instanceName if outbox.cluster is not None else None,
+            instance=pipeline.config.instanceName if outbox.shared else None,
+            shared=bool(outbox.shared),
             leaseSeconds=pipeline.config.leaseSeconds,
         )
 

@@ -45,6 +45,7 @@ class IOutbox(Interface):
     healthy = Attribute("False after a write failed and until one succeeds again.")
     lastError = Attribute("Why the last write failed (str), or None.")
     writeErrors = Attribute("How many write batches failed (int).")
+    shared = Attribute("Whether several daemons may share this store (bool).")
     cluster = Attribute("What a store shared by several daemons last read of them (a ClusterView), or None.")
     unsavedAlerts = Attribute(
         "Alerts handed on to delivery while their write waits for a retry (int): they count "

@@ -16,7 +16,9 @@ Overall status, in order:
 
 With a shared store (PostgreSQL), ``cluster`` says which instance this is,
 every instance sharing the store and what each holds; another instance that
-stopped renewing its leases (not cleanly stopped) makes this one "degraded".
+stopped renewing its leases (not cleanly stopped) makes this one "degraded",
+and so does the database being unreachable (not "failing": both daemons go
+on delivering from memory, and restarting them would not bring it back).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def report(
     notSending: str | None = None,
     cluster: ClusterView | None = None,
     instance: str | None = None,
+    shared: bool = False,
     leaseSeconds: float = 30.0,
 ) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of ``/health``."""
@@ -72,7 +75,7 @@ def report(
     problems = []
     if not udpListening:
         problems.append("the UDP socket is not listening")
-    if not storeWritable:
+    if not storeWritable and not shared:
         problems.append(f"the outbox cannot be written ({storeError or 'error'})")
     if lastShedAt is not None and now - lastShedAt < RECENT:
         problems.append(f"alerts were shed {now - lastShedAt:.0f} s ago: the outbox could not keep up")
@@ -95,6 +98,12 @@ def report(
         )
     if notSending:
         worries.append(notSending)
+    if shared and not storeWritable:
+        # Shared: the daemons deliver from memory meanwhile, and a restart would not help.
+        worries.append(
+            f"the shared outbox cannot be written ({storeError or 'error'}): deliveries go on from "
+            "memory, and what is kept is written when the database is back"
+        )
     if cluster is not None:
         worries += [
             f"instance {m.name} has not renewed its leases for {m.silentFor:.0f} s (is it down?): "

@@ -13,6 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from butler_tw.core.cluster import ClusterView, Member
 from butler_tw.core.retry import Outcome
 from butler_tw.core.stats import Histogram, Stats
 from butler_tw.daemon.startup import EX_CONFIG
@@ -60,6 +61,44 @@ class HealthRuleTests(SynchronousTestCase):
         code, body = report(1.0, True, "x", False, "disk I/O error", [state(failing=True)])
         self.assertEqual((code, body["status"]), (503, "failing"))
         self.assertEqual(body["problems"][0], "the outbox cannot be written (disk I/O error)")
+
+    def test_sharedStoreDownIsDegraded(self) -> None:
+        code, body = report(1.0, True, "x", False, "connection refused", [state()], shared=True)
+        self.assertEqual((code, body["status"]), (200, "degraded"))
+        self.assertTrue(
+            body["problems"][0].startswith("the shared outbox cannot be written (connection refused)")
+        )
+
+    def test_clusterSection(self) -> None:
+        view = ClusterView(
+            readAt=998.0,
+            members=(
+                Member("a", "qs-bt-1", 10, "1.0", 1.0, False, 3),
+                Member("b", "qs-bt-2", 20, "1.0", 45.0, False, 0),
+                Member("c", "qs-bt-3", 30, "1.0", 900.0, True, 0),
+            ),
+            pending=3,
+            dead=1,
+            oldestPendingAt=990.0,
+            unowned=0,
+        )
+        code, body = report(1000.0, True, "x", True, None, [state()], cluster=view, instance="a", shared=True)
+        self.assertEqual((code, body["status"]), (200, "degraded"))
+        self.assertEqual(
+            body["problems"],
+            [
+                "instance b has not renewed its leases for 45 s (is it down?): its deliveries are taken over "
+                "as their leases run out"
+            ],
+        )
+        cluster = body["cluster"]
+        self.assertEqual(
+            (cluster["instance"], cluster["pending"], cluster["oldestPendingSeconds"]), ("a", 3, 10.0)
+        )
+        self.assertEqual(
+            [(m["name"], m["state"], m["holds"]) for m in cluster["instances"]],
+            [("a", "up", 3), ("b", "silent", 0), ("c", "stopped", 0)],
+        )
 
     def test_shedAlertIsFailingForAWhile(self) -> None:
         code, body = report(1000.0, True, "x", True, None, [state()], lastShedAt=990.0)

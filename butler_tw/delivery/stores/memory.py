@@ -30,6 +30,7 @@ class MemoryOutbox:
         self.lastError: str | None = None
         self.writeErrors = 0
         self.unsavedAlerts = 0
+        self.shared = False
         self.cluster = None
         self._webhooks: dict[str, str] = {}
 

@@ -227,6 +227,7 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         self._lastRenewal = float("-inf")
         self._conflicts = 0
         self._startedAt = reactor.seconds()
+        self.shared = True
         #: The last :class:`ClusterView` read (None until the first).
         self.cluster: ClusterView | None = None
         #: Deliveries taken over from daemons whose lease ran out.

@@ -164,6 +164,7 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         self.stateDir = stateDir
         #: Seconds a dead letter is kept (``butlerWebhook.delivery.deadLetterRetention``).
         self.deadLetterRetention = deadLetterRetention
+        self.shared = False
         self.cluster = None  # one daemon: no cluster
 
     def open(self) -> None:
