@@ -121,6 +121,7 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
         store=_given(ours.get("store"), StoreSettings()),
         instanceName=_given(ours.get("instanceName"), None) or platform.node() or "butler-tw",
         leaseSeconds=ours["leaseSeconds"],
+        intakeProcess=ours["intakeProcess"],
         deadLetterRetention=delivery.get("deadLetterRetention"),
         dedupTtl=0.0
         if dedup.get("enable") is False

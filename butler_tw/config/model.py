@@ -246,6 +246,8 @@ class Config:
     instanceName: str = attrs.field(factory=lambda: platform.node() or "butler-tw")
     #: Seconds a claim on a shared delivery lasts unless renewed.
     leaseSeconds: float = DEFAULT_LEASE_SECONDS
+    #: Whether a process of its own reads the UDP socket (``butlerWebhook.intakeProcess``).
+    intakeProcess: bool = True
     #: Seconds a dead letter is kept for inspection and replay.
     deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
     #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.

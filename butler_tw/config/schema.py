@@ -267,6 +267,8 @@ BUTLERWEBHOOK = Section(
         "store": Anything(rule=secret(store_rule)),
         "instanceName": Anything(rule=rules.instance_name),
         "leaseSeconds": Number(default=DEFAULT_LEASE_SECONDS, low=5, high=3600),
+        # A process of its own empties the UDP socket (bursts do not depend on rmem_max).
+        "intakeProcess": Bool(default=True),
         "maxBufferedAlerts": Number(default=DEFAULT_MAX_BUFFERED_ALERTS, low=100, high=10**7, whole=True),
         "delivery": Section(
             keys={

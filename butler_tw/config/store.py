@@ -48,6 +48,9 @@ class StoreSettings:
     def loggable(self) -> str:
         return loggable_dsn(self.dsn) if self.shared else SQLITE
 
+    def __str__(self) -> str:
+        return self.loggable
+
 
 def store(value: Any, path: str, report: Report) -> Any:
     """The rule of ``butlerWebhook.store`` (its references already resolved)."""

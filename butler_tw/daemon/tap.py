@@ -134,7 +134,12 @@ def makeService(options: Options) -> service.IService:
 
     top = service.MultiService()
     pipeline.service.setServiceParent(top)
-    intake = LogAppenderProtocol(pipeline.admission.datagram, receiveBuffer=config.receiveBuffer)
+    intake = LogAppenderProtocol(
+        pipeline.admission.datagram,
+        receiveBuffer=config.receiveBuffer,
+        reactor=reactor,
+        intakeProcess=config.intakeProcess,
+    )
     udp = UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,
         intake,

@@ -10,6 +10,8 @@ from typing import Any, Callable
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
+from butler_tw.intake.handover import IntakeProcess
+
 log = Logger(namespace="butler_tw.intake")
 
 #: Receive buffer asked of the kernel: a burst of thousands of datagrams
@@ -101,9 +103,19 @@ class LogAppenderProtocol(DatagramProtocol):
 
     noisy = False  # our own start-up line says more than Twisted's
 
-    def __init__(self, onDatagram: Callable[[bytes, str], None], receiveBuffer: int = RECEIVE_BUFFER) -> None:
+    def __init__(
+        self,
+        onDatagram: Callable[[bytes, str], None],
+        receiveBuffer: int = RECEIVE_BUFFER,
+        reactor: Any = None,
+        intakeProcess: bool = False,
+    ) -> None:
         self._onDatagram = onDatagram
         self._receiveBuffer = receiveBuffer
+        self._reactor = reactor
+        self._intakeProcess = intakeProcess
+        #: The intake process (butlerWebhook.intakeProcess), once the socket is bound.
+        self.intake: IntakeProcess | None = None
         #: "host:port" while the socket is open, for /health; None otherwise.
         self.listeningOn: str | None = None
 
@@ -123,9 +135,15 @@ class LogAppenderProtocol(DatagramProtocol):
         )
         level, text, fields = describe_receive_buffer(self._receiveBuffer, granted, forced)
         log.emit(level, text, **fields)
+        if self._intakeProcess:
+            # Once the port is fully started (it starts reading after this method).
+            self.intake = IntakeProcess(self._reactor, self.transport, self._onDatagram)
+            self._reactor.callLater(0, self.intake.start)
 
     def stopProtocol(self) -> None:
         self.listeningOn = None
+        if self.intake is not None:
+            self.intake.stop()
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         try:

@@ -105,10 +105,17 @@ class ConfigureTests(SynchronousTestCase):
         saved = vars(logsetup._settings).copy()
         self.addCleanup(lambda: [setattr(logsetup._settings, k, v) for k, v in saved.items()])
 
-    def test_defaultLeavesTwistdAlone(self) -> None:
+    def test_textAtDebugLeavesTwistdAlone(self) -> None:
         options: dict[str, Any] = {"logger": None, "syslog": False}
-        configure(options, "text", "info")
+        configure(options, "text", "debug")
         self.assertIsNone(options["logger"])
+
+    def test_textAtInfoFiltersDebug(self) -> None:
+        # twistd's own observer logs every level: at info, debug lines must not get through.
+        options: dict[str, Any] = {"logger": None, "syslog": False, "logfile": None, "nodaemon": True}
+        configure(options, "text", "info")
+        self.assertEqual(options["logger"], "butler_tw.daemon.logsetup.observer")
+        self.assertEqual((logsetup._settings.format, logsetup._settings.level), ("text", "info"))
 
     def test_jsonSetsLogger(self) -> None:
         options: dict[str, Any] = {"logger": None, "syslog": False, "logfile": None, "nodaemon": True}

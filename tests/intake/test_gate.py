@@ -214,7 +214,9 @@ class StalledOutbox(MemoryOutbox):
         super().__init__()
         self.waiting: list[tuple[Deferred[list[Delivery]], Alert, list[str], float]] = []
 
-    def add(self, alert: Alert, webhookKeys: Any, now: float, window: float = 0.0) -> Deferred[list[Delivery]]:
+    def add(
+        self, alert: Alert, webhookKeys: Any, now: float, window: float = 0.0
+    ) -> Deferred[list[Delivery]]:
         d: Deferred[list[Delivery]] = Deferred()
         self.waiting.append((d, alert, list(webhookKeys), now))
         return d
