@@ -278,6 +278,7 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(len(deliveries), 1)
         self.assertFalse(self.outbox.healthy)
         self.assertEqual(self.outbox.writeErrors, 1)
+        self.assertEqual(self.outbox.unsavedAlerts, 1, "counted by the time add() fires")
         failedRead = self.outbox.pending()  # a read during the outage fails rather than lie
         yield self.assertFailure(failedRead, sqlite3.OperationalError)
         # The disk is back (the table returns): the retried write lands.
