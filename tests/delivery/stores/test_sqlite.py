@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from butler_tw.core.alert import _ID_NAMESPACE, EventKind
-from butler_tw.core.delivery import REMOVED, Rebinding, State, describe_key, match_webhooks, removed_key
+from butler_tw.core.delivery import REMOVED, Rebinding, State, removed_key
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.stores.memory import MemoryOutbox
 from butler_tw.delivery.stores.sqlite import (
@@ -167,26 +167,6 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(
             (dead.webhookKey, dead.state, dead.lastOutcome), (removed_key("k0", "fa"), State.DEAD, REMOVED)
         )
-
-    def test_describeKey(self) -> None:
-        names = {"reloadTaskFailure.webhooks[0]": "Teams"}
-        self.assertEqual(describe_key("reloadTaskFailure.webhooks[0]", names), "Teams")
-        self.assertEqual(
-            describe_key(removed_key("reloadTaskFailure.webhooks[0]", "fa"), names),
-            "reloadTaskFailure.webhooks[0] (removed)",
-        )
-        self.assertEqual(describe_key("x", names), "x (no longer configured)")
-
-    def test_matchWebhooks(self) -> None:
-        self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "1", "b": "2"}), {})
-        self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "2", "b": "1"}), {"a": "b", "b": "a"})
-        # Two webhooks with one fingerprint: settled ones first, then in key order.
-        self.assertEqual(
-            match_webhooks({"a": "1", "b": "1", "c": "3"}, {"b": "1", "c": "1", "d": "3"}),
-            {"a": "c", "c": "d"},
-        )
-        self.assertEqual(match_webhooks({"a": "1"}, {"a": "2"}), {"a": None})
-        self.assertEqual(match_webhooks({}, {"a": "1"}), {})
 
     @inlineCallbacks
     def test_oneDatagramOneTransaction(self):  # type: ignore[no-untyped-def]
