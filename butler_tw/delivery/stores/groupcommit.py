@@ -211,20 +211,20 @@ class GroupCommit(Generic[C]):
                 error=self.lastError,
             )
         self.healthy = False
-        retry: list[_Queued[C]] = []
-        for q in batch:
-            if q.read:
-                if q.waiter is not None and not q.waiter.called:
-                    q.waiter.errback(result)
-                continue
-            if q.waiter is not None and not q.waiter.called:
-                q.waiter.callback(None)
-            retry.append(q)
+        retry = [q for q in batch if not q.read]
         # Retried first, so that a later update of the same rows still lands after them.
         self._queued = retry + self._queued
         self.unsavedAlerts = sum(1 for q in retry if q.op in self._adds)
         self._retryCall = self._reactor.callLater(self._backoff, self._flush)
         self._backoff = min(self._backoff * 2, self.maxBackoff)
+        # Only now the waiters: what they run sees the writes queued again and counted.
+        for q in batch:
+            if q.waiter is None or q.waiter.called:
+                continue
+            if q.read:
+                q.waiter.errback(result)
+            else:
+                q.waiter.callback(None)
 
     def flushed(self) -> Deferred[None]:
         """Fires once every write submitted so far is committed (or failed)."""

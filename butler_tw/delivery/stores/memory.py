@@ -66,6 +66,16 @@ class MemoryOutbox:
         before, self._webhooks = self._webhooks, dict(webhooks)
         changes = match_webhooks(before, webhooks)
         removed = {key: 0 for key, new in changes.items() if new is None}
+
+        def followed(delivery: Delivery) -> Delivery:
+            """A dead letter follows its webhook too, or moves out of the way of its old position."""
+            if delivery.webhookKey not in changes:
+                return delivery
+            new = changes[delivery.webhookKey]
+            key = removed_key(delivery.webhookKey, before[delivery.webhookKey]) if new is None else new
+            return attrs.evolve(delivery, webhookKey=key)
+
+        self.dead = deque(map(followed, self.dead), maxlen=self.dead.maxlen)
         moving = [d for d in self.live.values() if d.webhookKey in changes]
         for delivery in moving:
             del self.live[delivery.id]

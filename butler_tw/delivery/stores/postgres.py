@@ -55,7 +55,7 @@ log = Logger(namespace="butler_tw.outbox")
 SCHEMA = "butler_tw"
 #: The database's clock, in seconds since the epoch.
 DB_NOW = "extract(epoch from clock_timestamp())"
-#: pg_advisory_lock keys: migrations, rebinding (both held for a transaction).
+#: pg_advisory_lock keys: migrations (held by the session while it migrates), rebinding (for a transaction).
 _LOCK_MIGRATE = 0x6275746C  # "butl"
 _LOCK_REBIND = 0x6275746D
 _MOVING = "moving:"
@@ -135,12 +135,26 @@ def open_connection(dsn: str, name: str, timeout: float = 10.0) -> psycopg.Conne
 def migrate(conn: psycopg.Connection[Any], by: str) -> tuple[int, int]:
     """Create or upgrade the schema to :data:`SCHEMA_VERSION`; safe when daemons start at once.
 
+    :param conn: in autocommit mode (:func:`open_connection`).
     :return: (version before, version now).
     :raises StoreError: when the database holds a newer schema than this version knows.
     """
+    # Whoever comes second waits here, then finds the work done. The lock is
+    # the session's, taken before the transaction begins, so that the
+    # transaction begins after the first one's commit: one begun before it
+    # keeps the session's catalog cache, and a session that had looked for
+    # the schema while there was none would not see it (CREATE SCHEMA IF NOT
+    # EXISTS then fails with a duplicate key).
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_MIGRATE,))
+    try:
+        return _migrate(conn, by)
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_MIGRATE,))
+
+
+def _migrate(conn: psycopg.Connection[Any], by: str) -> tuple[int, int]:
     with conn.transaction():
-        # Whoever comes second waits here, then finds the work done.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {SCHEMA}.migrations (version integer PRIMARY KEY, "

@@ -1,4 +1,9 @@
-"""SqliteOutbox: a real SQLite file, written on its own thread, on the real reactor."""
+"""SqliteOutbox: what only the SQLite store does, on a real file, written on its own thread.
+
+Remembered de-duplication keys and rate-limit windows, write errors, a
+corrupt or unwritable file, the upgrade from schema version 1, and the query
+of ``butler-tw deliveries``. (What every store does is in test_contract.py.)
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,11 @@ import uuid
 
 import attrs
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface.verify import verifyObject
 
 from butler_tw.core.alert import _ID_NAMESPACE, EventKind
-from butler_tw.core.delivery import REMOVED, Rebinding, State, describe_key, match_webhooks, removed_key
-from butler_tw.delivery.outbox import IOutbox
-from butler_tw.delivery.stores.memory import MemoryOutbox
+from butler_tw.core.delivery import State
 from butler_tw.delivery.stores.sqlite import (
     DB_NAME,
     SCHEMA,
@@ -43,165 +45,12 @@ class SqliteOutboxTests(TestCase):
         self.addCleanup(outbox.close)
         return outbox
 
-    def test_interface(self) -> None:
-        self.assertTrue(verifyObject(IOutbox, self.outbox))
-
-    @inlineCallbacks
-    def test_addSurvivesReopen(self):  # type: ignore[no-untyped-def]
-        """What add() fired for is on disk: a new outbox on the same file resumes it."""
-        deliveries = yield self.outbox.add(ALERT, ["a", "b"], 1000.0)
-        self.assertEqual([d.webhookKey for d in deliveries], ["a", "b"])
-        yield self.outbox.close()
-        again = self.open()
-        pending = yield again.pending()
-        self.assertEqual(sorted(pending, key=lambda d: d.webhookKey), deliveries)
-        self.assertEqual(pending[0].alert, ALERT)
-
-    @inlineCallbacks
-    def test_failedReadDoesNotUndoTheWrites(self):  # type: ignore[no-untyped-def]
-        """A read (e.g. /deliveries) that fails in a batch fails alone: the writes beside it commit."""
-
-        def badRead(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE deliveries SET requeued = 1")  # undone with the failed read
-            raise sqlite3.OperationalError("malformed row")
-
-        added = self.outbox.add(ALERT, ["a"], 1000.0)
-        failedRead = self.outbox._submit(badRead, wait=True, read=True)
-        recent = self.outbox.recent(None, 10)
-        yield added
-        failure = yield self.assertFailure(failedRead, sqlite3.OperationalError)
-        self.assertEqual(str(failure), "malformed row")
-        (row,) = yield recent
-        self.assertEqual(row.webhookKey, "a")
-        self.assertTrue(self.outbox.healthy)
-        self.assertEqual(self.outbox.writeErrors, 0)
-        requeued = yield self.outbox.requeued()
-        self.assertEqual(requeued, [])
-
-    @inlineCallbacks
-    def test_recordDeliveredDeadPending(self):  # type: ignore[no-untyped-def]
-        a, b, c = yield self.outbox.add(ALERT, ["a", "b", "c"], 1000.0)
-        self.outbox.record(attrs.evolve(a, state=State.DELIVERED, attempts=1, lastOutcome="HTTP 200"))
-        self.outbox.record(attrs.evolve(b, state=State.DEAD, attempts=1, lastOutcome="HTTP 400"))
-        self.outbox.record(attrs.evolve(c, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503"))
-        pending = yield self.outbox.pending()
-        self.assertEqual(pending, [attrs.evolve(c, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503")])
-        yield self.outbox.flushed()
-        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
-        rows = conn.execute(
-            "SELECT webhook_key, state, last_outcome FROM deliveries ORDER BY webhook_key"
-        ).fetchall()
-        conn.close()
-        self.assertEqual(rows, [("b", "dead", "HTTP 400"), ("c", "pending", "HTTP 503")])
-
-    def rows(self) -> list[tuple[str, str, str]]:
-        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
-        rows = conn.execute("SELECT id, webhook_key, state FROM deliveries ORDER BY webhook_key").fetchall()
-        conn.close()
-        return rows
-
-    @inlineCallbacks
-    def test_rebindFollowsWebhooksAcrossConfigChanges(self):  # type: ignore[no-untyped-def]
-        """Swapped webhooks keep their deliveries; a removed one's become dead letters."""
-        first = yield self.outbox.rebind({"a": "fa", "b": "fb", "c": "fc"})
-        self.assertEqual(first, Rebinding())
-        a, b, c = yield self.outbox.add(ALERT, ["a", "b", "c"], 1000.0)
-        # The admin swapped a and b, and replaced c by d (another URL).
-        changes = yield self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"})
-        self.assertEqual(changes, Rebinding(moved={"a": "b", "b": "a"}, removed={"c": 1}))
-        pending = yield self.outbox.pending()
-        self.assertEqual(
-            sorted((d.webhookKey, d.id) for d in pending),
-            [("a", f"{ALERT.alertId}/a"), ("b", f"{ALERT.alertId}/b")],
-        )
-        # c's delivery is a dead letter under a key no webhook has.
-        gone = removed_key("c", "fc")
-        self.assertEqual(
-            self.rows(),
-            [
-                (f"{ALERT.alertId}/a", "a", "pending"),
-                (f"{ALERT.alertId}/b", "b", "pending"),
-                (f"{ALERT.alertId}/{gone}", gone, "dead"),
-            ],
-        )
-        # Unchanged config: nothing moves.
-        again = yield self.outbox.rebind({"a": "fb", "b": "fa", "d": "fx"})
-        self.assertEqual(again, Rebinding())
-
-    @inlineCallbacks
-    def test_rebindRemovedFirstOfTwo(self):  # type: ignore[no-untyped-def]
-        """[A, B] -> [B]: B's delivery moves to A's old position, A's moves out of the way."""
-        yield self.outbox.rebind({"k0": "fa", "k1": "fb"})
-        yield self.outbox.add(ALERT, ["k0", "k1"], 1000.0)
-        changes = yield self.outbox.rebind({"k0": "fb"})
-        self.assertEqual(changes, Rebinding(moved={"k1": "k0"}, removed={"k0": 1}))
-        gone = removed_key("k0", "fa")
-        self.assertEqual(
-            self.rows(), [(f"{ALERT.alertId}/k0", "k0", "pending"), (f"{ALERT.alertId}/{gone}", gone, "dead")]
-        )
-
-    @inlineCallbacks
-    def test_rebindInOrderWithWrites(self):  # type: ignore[no-untyped-def]
-        """Writes queued before a rebind are rebound; those queued after it are not."""
-        yield self.outbox.rebind({"a": "fa"})
-        # In one reactor turn: a (fa) moves to b, and a is now another webhook (fx).
-        adding = self.outbox.add(ALERT, ["a"], 1000.0)
-        rebinding = self.outbox.rebind({"a": "fx", "b": "fa"})
-        later = self.outbox.add(alert(1), ["a"], 1001.0)
-        yield gatherResults([adding, rebinding, later])
-        pending = yield self.outbox.pending()
-        self.assertEqual(
-            sorted((d.alert.executionId, d.webhookKey) for d in pending),
-            sorted([(ALERT.executionId, "b"), (alert(1).executionId, "a")]),
-        )
-
-    def test_memoryOutboxRebinds(self) -> None:
-        """The in-memory outbox pairs webhooks the same way (a reload needs it too)."""
-        outbox = MemoryOutbox()
-        outbox.rebind({"k0": "fa", "k1": "fb"})
-        a, b = self.successResultOf(outbox.add(ALERT, ["k0", "k1"], 1000.0))
-        changes = self.successResultOf(outbox.rebind({"k0": "fb"}))
-        self.assertEqual(changes, Rebinding(moved={"k1": "k0"}, removed={"k0": 1}))
-        self.assertEqual(list(outbox.live.values()), [attrs.evolve(b, webhookKey="k0")])
-        (dead,) = outbox.dead
-        self.assertEqual(
-            (dead.webhookKey, dead.state, dead.lastOutcome), (removed_key("k0", "fa"), State.DEAD, REMOVED)
-        )
-
-    def test_describeKey(self) -> None:
-        names = {"reloadTaskFailure.webhooks[0]": "Teams"}
-        self.assertEqual(describe_key("reloadTaskFailure.webhooks[0]", names), "Teams")
-        self.assertEqual(
-            describe_key(removed_key("reloadTaskFailure.webhooks[0]", "fa"), names),
-            "reloadTaskFailure.webhooks[0] (removed)",
-        )
-        self.assertEqual(describe_key("x", names), "x (no longer configured)")
-
-    def test_matchWebhooks(self) -> None:
-        self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "1", "b": "2"}), {})
-        self.assertEqual(match_webhooks({"a": "1", "b": "2"}, {"a": "2", "b": "1"}), {"a": "b", "b": "a"})
-        # Two webhooks with one fingerprint: settled ones first, then in key order.
-        self.assertEqual(
-            match_webhooks({"a": "1", "b": "1", "c": "3"}, {"b": "1", "c": "1", "d": "3"}),
-            {"a": "c", "c": "d"},
-        )
-        self.assertEqual(match_webhooks({"a": "1"}, {"a": "2"}), {"a": None})
-        self.assertEqual(match_webhooks({}, {"a": "1"}), {})
-
     @inlineCallbacks
     def test_oneDatagramOneTransaction(self):  # type: ignore[no-untyped-def]
         """A rate-limit window and its alert are committed together, never the window alone."""
         self.outbox.remember("windows", EventKind.FAILED, (ALERT.taskId,), 2000.0)
         yield self.outbox.add(ALERT, ["a"], 1000.0)
         self.assertEqual(self.outbox.commits, 1)
-
-    @inlineCallbacks
-    def test_groupCommit(self):  # type: ignore[no-untyped-def]
-        """Many adds submitted together share a few transactions, not one each."""
-        yield gatherResults([self.outbox.add(alert(i), ["a", "b", "c"], 1000.0) for i in range(500)])
-        self.assertLessEqual(self.outbox.commits, 3)
-        pending = yield self.outbox.pending()
-        self.assertEqual(len(pending), 1500)
 
     @inlineCallbacks
     def test_rememberAndPrune(self):  # type: ignore[no-untyped-def]
@@ -278,6 +127,7 @@ class SqliteOutboxTests(TestCase):
         self.assertEqual(len(deliveries), 1)
         self.assertFalse(self.outbox.healthy)
         self.assertEqual(self.outbox.writeErrors, 1)
+        self.assertEqual(self.outbox.unsavedAlerts, 1, "counted by the time add() fires")
         failedRead = self.outbox.pending()  # a read during the outage fails rather than lie
         yield self.assertFailure(failedRead, sqlite3.OperationalError)
         # The disk is back (the table returns): the retried write lands.
