@@ -449,7 +449,9 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
                 "SELECT a.kind, a.fields, c.webhook_key, c.accepted_at, c.attempts, c.due_at, c.state, "
                 f"c.last_outcome, c.was FROM claimed c JOIN {SCHEMA}.alerts a ON a.alert_id = c.alert_id "
                 "ORDER BY c.due_at",
-                {"keys": keys, "me": me, "lease": lease, "now": now, "limit": CLAIM_BATCH},
+                # At start, everything still ours comes back at once (LIMIT NULL: no limit);
+                # another's, a slice per poll.
+                {"keys": keys, "me": me, "lease": lease, "now": now, "limit": None if own else CLAIM_BATCH},
             ).fetchall()
             return [(delivery_from_row(row[:8]), row[8]) for row in rows]
 
