@@ -489,6 +489,7 @@ class SharedOutboxTests(TestCase):
         for name, exit in zip(INSTANCES, exits, strict=True):
             self.assertNotIn("Took over", exit.output, name)
             created = counts[name].get("deliveries_created", 0)
+            self.assertGreater(created, 0, f"{name} created none of the alerts: the backlog is not both's")
             self.assertEqual(sum(1 for r in ok if sender(r) == name), created, name)
             self.assertEqual(counts[name].get("deliveries_delivered", 0), created, name)
         self.assertEqual(sum(c.get("deliveries_created", 0) for c in counts.values()), len(ids))
