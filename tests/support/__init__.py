@@ -10,7 +10,8 @@
   (:mod:`tests.support.admission`);
 - a CONNECT and plain HTTP proxy (:mod:`tests.support.proxy`);
 - log capture (:mod:`tests.support.logs`);
-- a throwaway PostgreSQL server and fresh databases on it (:mod:`tests.support.postgres`).
+- a throwaway PostgreSQL server and fresh databases on it (:mod:`tests.support.postgres`);
+- a paced player that sends every datagram to several daemons (:mod:`tests.support.player`).
 """
 
 from pathlib import Path

@@ -181,6 +181,9 @@ def _parentDeathSignal() -> Callable[[], None] | None:
     So a test process killed with SIGKILL leaves no postmaster behind (its
     temporary directories stay). Linux only; None elsewhere. It runs after the
     child's setreuid (a change of user clears the setting, so it must).
+    The "parent" is the thread that spawns the server: start it on the main
+    thread, never from a pool thread (trial stops the reactor's pool after
+    each test, and the server then shuts down).
     """
     name = ctypes.util.find_library("c")
     if name is None:

@@ -176,17 +176,16 @@ class _RecordingResource(Resource):
             connection=request.channel.serial,
             receivedAt=self._receiver._clock.seconds(),
         )
+        index = len(self._receiver.requests)
         reply = self._receiver._record(recorded)
         if reply.hang:
             return NOT_DONE_YET
         if reply.delay > 0:
-            call = self._receiver._clock.callLater(
-                reply.delay, _answer, request, reply, self._receiver._clock
-            )
+            call = self._receiver._clock.callLater(reply.delay, self._receiver._answer, index, request, reply)
             self._receiver._calls.append(call)
             request.notifyFinish().addBoth(lambda _: call.cancel() if call.active() else None)
             return NOT_DONE_YET
-        _answer(request, reply, self._receiver._clock)
+        self._receiver._answer(index, request, reply)
         return NOT_DONE_YET
 
 
@@ -253,6 +252,10 @@ class Receiver:
     """A recording webhook receiver on ``127.0.0.1``.
 
     :ivar requests: every request received, in order (:class:`RecordedRequest`).
+    :ivar replies: the :class:`Reply` each of :attr:`requests` got (or is to get), in the same order.
+    :ivar answeredAt: for each of :attr:`requests`, when its reply was written (the
+        receiver's clock), or ``None`` while it has not been (a delay, a hang, a
+        client that went away first).
     :ivar connections: how many TCP connections were accepted.
     :ivar serverNames: HTTPS only: the SNI name of each TLS handshake, as
         bytes, or ``None`` when the client sent none.
@@ -261,9 +264,13 @@ class Receiver:
     def __init__(self, replies: Sequence[Reply | int], scheme: str, reactor: Any) -> None:
         self.scheme = scheme
         self.requests: list[RecordedRequest] = []
+        self.replies: list[Reply] = []
+        self.answeredAt: list[float | None] = []
         self.connections = 0
         self.serverNames: list[bytes | None] = []
-        self._replies = [r if isinstance(r, Reply) else Reply(status=r) for r in replies] or [Reply()]
+        self._replies: list[Reply] = []
+        self._scriptFrom = 0
+        self.answer(*replies)
         self._clock = reactor
         self._calls: list[IDelayedCall] = []
         self._open: dict[_Channel, Deferred[None]] = {}
@@ -280,6 +287,15 @@ class Receiver:
     def url(self, path: str = "/", host: str = HOST) -> str:
         """The URL of ``path`` (which may hold a query) on this receiver."""
         return f"{self.scheme}://{host}:{self.port}{path}"
+
+    def answer(self, *replies: Reply | int) -> None:
+        """From the next request on, answer ``replies`` in turn (the last repeats; none: 200).
+
+        Switches a running receiver between working and failing (``answer(503)``,
+        ``answer(200)``); requests already waiting for a delayed reply keep theirs.
+        """
+        self._replies = [r if isinstance(r, Reply) else Reply(status=r) for r in replies] or [Reply()]
+        self._scriptFrom = len(self.requests)
 
     def waitForRequests(self, count: int = 1) -> Deferred[list[RecordedRequest]]:
         """Fires with :attr:`requests` once at least ``count`` have arrived."""
@@ -337,10 +353,16 @@ class Receiver:
                 d.callback(None)
 
     def _record(self, recorded: RecordedRequest) -> Reply:
-        index = min(len(self.requests), len(self._replies) - 1)
+        reply = self._replies[min(len(self.requests) - self._scriptFrom, len(self._replies) - 1)]
         self.requests.append(recorded)
+        self.replies.append(reply)
+        self.answeredAt.append(None)
         self._wake()
-        return self._replies[index]
+        return reply
+
+    def _answer(self, index: int, request: Request, reply: Reply) -> None:
+        self.answeredAt[index] = self._clock.seconds()
+        _answer(request, reply, self._clock)
 
     def _wake(self) -> None:
         still = []
