@@ -373,7 +373,8 @@ class SharedOutboxTests(TestCase):
         """PostgreSQL stopped for 2 s a third into a storm, then started: every alert delivered.
 
         While it is down, each daemon delivers what it receives from memory (both
-        do: duplicates are allowed then), /health says failing, and the writes
+        do: duplicates are allowed then), /health says degraded (not failing: a
+        restart would not help, and both still deliver), and the writes
         are retried until they work again. Leases (30 s here) outlast the outage:
         neither daemon takes over the other's deliveries.
         """
@@ -416,13 +417,14 @@ class SharedOutboxTests(TestCase):
             self.assertRegex(exit.output, r"Outbox writes to .* work again", name)
             self.assertNotIn("Took over", exit.output, name)
             self.assertNotIn("SHED", exit.output, name)
-            failing = [s for s in seen[name] if s[0] == 503 and s[1] == "failing"]
+            degraded = [s for s in seen[name] if s[0] == 200 and s[1] == "degraded"]
             self.assertTrue(
-                failing, f"{name}'s /health never said failing while the database was down: {seen}"
+                degraded, f"{name}'s /health never said degraded while the database was down: {seen}"
             )
             self.assertTrue(
-                any("the outbox cannot be written" in p for s in failing for p in s[2]), seen[name]
+                any("the shared outbox cannot be written" in p for s in degraded for p in s[2]), seen[name]
             )
+            self.assertFalse([s for s in seen[name] if s[0] == 503], seen[name])
         perAlert = Counter(alert_id(r) for r in receiver.requests)
         duplicates = {i: n for i, n in perAlert.items() if n > 1}
         self.assertEqual({i: n for i, n in duplicates.items() if n > 2}, {}, "sent more than once by each")

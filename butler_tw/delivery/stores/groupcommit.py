@@ -127,13 +127,25 @@ class GroupCommit(Generic[C]):
         d: Deferred[Any] | None = Deferred() if wait else None
         if add:
             self._adds.add(op)
+        if d is not None and not read and not self.healthy:
+            # Failing: the caller goes on from memory now, not at the next retry
+            # (up to maxBackoff away); the write waits its turn all the same.
+            self._queued.append(_Queued(op, None, read))
+            if add:
+                self.unsavedAlerts += 1
+            self._schedule()
+            d.callback(None)
+            return d
         self._queued.append(_Queued(op, d, read))
+        self._schedule()
+        return d
+
+    def _schedule(self) -> None:
         if not self._committing:
             # Commit at the end of this reactor turn, not now: what one datagram
             # causes then lands in one transaction.
             self._committing = True
             self._retryCall = self._reactor.callLater(0, self._flush)
-        return d
 
     def _flush(self) -> None:
         self._retryCall = None

@@ -151,6 +151,10 @@ class TwoDaemonsTests(TestCase):
             yield pause(0.3)
             self.assertFalse(a.healthy)
             self.assertEqual(a.unsavedAlerts, 1)
+            # While it fails, a new alert goes out from memory at once, not at the next retry.
+            third = a.add(alert(3), ["k0"], 1002.0)
+            self.assertEqual([d.alert for d in self.successResultOf(third)], [alert(3)])
+            self.assertEqual(a.unsavedAlerts, 2)
         finally:
             self.server.start()
         for _ in range(50):
@@ -160,7 +164,8 @@ class TwoDaemonsTests(TestCase):
         self.assertTrue(a.healthy)
         pending = yield a.recent(State.PENDING, 10)
         self.assertEqual(
-            sorted(d.alert.executionId for d in pending), [alert(1).executionId, alert(2).executionId]
+            sorted(d.alert.executionId for d in pending),
+            sorted(alert(i).executionId for i in (1, 2, 3)),
         )
 
 
