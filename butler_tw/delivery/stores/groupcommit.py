@@ -49,6 +49,9 @@ class _Queued(Generic[C]):
     op: Op[C]
     waiter: Deferred[Any] | None
     read: bool
+    #: For rows of one statement (:meth:`GroupCommit._submitRow`): the statement, and its rows so far.
+    sql: str | None = None
+    rows: list[tuple[Any, ...]] | None = None
 
 
 class GroupCommit(Generic[C]):
@@ -107,6 +110,9 @@ class GroupCommit(Generic[C]):
     def _closeConnection(self, conn: C) -> None:
         raise NotImplementedError
 
+    def _executemany(self, conn: C, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
     # -- the engine
 
     def _startWriter(self) -> None:
@@ -139,6 +145,17 @@ class GroupCommit(Generic[C]):
         self._queued.append(_Queued(op, d, read))
         self._schedule()
         return d
+
+    def _submitRow(self, sql: str, row: tuple[Any, ...]) -> None:
+        """Queue one row of a write statement; rows of the same statement queued one after another
+        run as one ``executemany`` (the attempts' outcomes of a busy reactor turn, say)."""
+        last = self._queued[-1] if self._queued else None
+        if last is not None and last.rows is not None and last.sql == sql:
+            last.rows.append(row)  # not yet taken by a transaction: batches take the whole queue
+            return
+        rows = [row]
+        self._queued.append(_Queued(lambda conn: self._executemany(conn, sql, rows), None, False, sql, rows))
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._committing:

@@ -194,6 +194,9 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
     def _closeConnection(self, conn: sqlite3.Connection) -> None:
         conn.close()
 
+    def _executemany(self, conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        conn.executemany(sql, rows)
+
     # -- IOutbox
 
     def add(
@@ -218,23 +221,20 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         return d.addCallback(lambda _: deliveries)
 
     def record(self, delivery: Delivery) -> None:
-        now = self._reactor.seconds()
         if delivery.state is State.DELIVERED:
-            self._submit(lambda conn: conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery.id,)))
+            self._submitRow("DELETE FROM deliveries WHERE id = ?", (delivery.id,))
             return
-        self._submit(
-            lambda conn: conn.execute(
-                "UPDATE deliveries SET attempts = ?, due_at = ?, state = ?, last_outcome = ?, updated_at = ?"
-                " WHERE id = ?",
-                (
-                    delivery.attempts,
-                    delivery.dueAt,
-                    delivery.state.value,
-                    delivery.lastOutcome,
-                    now,
-                    delivery.id,
-                ),
-            )
+        self._submitRow(
+            "UPDATE deliveries SET attempts = ?, due_at = ?, state = ?, last_outcome = ?, updated_at = ?"
+            " WHERE id = ?",
+            (
+                delivery.attempts,
+                delivery.dueAt,
+                delivery.state.value,
+                delivery.lastOutcome,
+                self._reactor.seconds(),
+                delivery.id,
+            ),
         )
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:

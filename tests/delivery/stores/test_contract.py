@@ -347,6 +347,32 @@ class DurableOutboxContract(OutboxContract):
         self.assertEqual(len(pending), 1500)
 
     @inlineCallbacks
+    def test_recordsOneAfterAnotherShareOneStatement(self):  # type: ignore[no-untyped-def]
+        """Outcomes recorded one after another run as one executemany, in order, interleaved writes kept in place."""
+        added = yield gatherResults([self.outbox.add(alert(i), [K0], 1000.0) for i in range(60)])
+        deliveries = [d for (d,) in added]
+        yield self.outbox.flushed()
+        for d in deliveries[:20]:
+            self.outbox.record(attrs.evolve(d, state=State.DELIVERED, attempts=1))
+        for d in deliveries[20:40]:
+            self.outbox.record(attrs.evolve(d, state=State.DEAD, attempts=1, lastOutcome="HTTP 410"))
+        later = self.outbox.add(alert(100), [K0], 1001.0)
+        for d in deliveries[40:]:
+            self.outbox.record(attrs.evolve(d, attempts=1, dueAt=1005.0, lastOutcome="HTTP 503"))
+        # Four writes queued: the deletes, the dead letters, the add, the retries.
+        self.assertEqual(len(self.outbox._queued), 4)
+        yield later
+        yield self.outbox.flushed()
+        dead = yield self.outbox.recent(State.DEAD, 100)
+        pending = yield self.outbox.recent(State.PENDING, 100)
+        self.assertEqual({d.id for d in dead}, {d.id for d in deliveries[20:40]})
+        self.assertEqual({d.lastOutcome for d in dead}, {"HTTP 410"})
+        self.assertEqual(
+            {(d.id, d.attempts, d.dueAt) for d in pending},
+            {(d.id, 1, 1005.0) for d in deliveries[40:]} | {(alert(100).alertId + "/" + K0, 0, 1001.0)},
+        )
+
+    @inlineCallbacks
     def test_survivesReopen(self):  # type: ignore[no-untyped-def]
         """A new store object on the same file or database has every pending delivery and dead letter."""
         a, b, c = yield self.outbox.add(ALERT, [K0, K1, K2], 1000.0)
