@@ -33,6 +33,8 @@ log = Logger(namespace="butler_tw.outbox")
 
 C = TypeVar("C")
 Op = Callable[[C], Any]
+#: Writes per transaction at most (a storm's backlog goes in several).
+MAX_BATCH = 5000
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
 
@@ -119,7 +121,7 @@ class GroupCommit(Generic[C]):
         self._pool.start()
 
     def _submit(
-        self, op: Op[C], wait: bool = False, read: bool = False, add: bool = False
+        self, op: Op[C], wait: bool = False, read: bool = False, add: bool = False, first: bool = False
     ) -> Deferred[Any] | None:
         """Queue ``op`` for the next transaction.
 
@@ -129,6 +131,8 @@ class GroupCommit(Generic[C]):
         :param read: ``op`` answers a question; if its commit fails, its
             Deferred fails instead of the op being retried.
         :param add: ``op`` stores a new alert (counted in :attr:`unsavedAlerts` while it fails).
+        :param first: ``op`` goes ahead of what is queued (a read whose order does not
+            matter, and that must not wait behind a backlog: renewing leases).
         """
         d: Deferred[Any] | None = Deferred() if wait else None
         if add:
@@ -142,7 +146,10 @@ class GroupCommit(Generic[C]):
             self._schedule()
             d.callback(None)
             return d
-        self._queued.append(_Queued(op, d, read))
+        if first:
+            self._queued.insert(0, _Queued(op, d, read))
+        else:
+            self._queued.append(_Queued(op, d, read))
         self._schedule()
         return d
 
@@ -166,7 +173,8 @@ class GroupCommit(Generic[C]):
 
     def _flush(self) -> None:
         self._retryCall = None
-        batch, self._queued = self._queued, []
+        # A bounded transaction: its commit, and so every wait behind it, stays short.
+        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
         if not batch:
             self._committing = False
             idle, self._idle = self._idle, []

@@ -501,7 +501,7 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
             conn.execute(f"UPDATE {SCHEMA}.instances SET seen_at = {DB_NOW} WHERE name = %s", (me,))
             return read_cluster(conn, now)
 
-        d = self._submit(op, wait=True, read=True)
+        d = self._submit(op, wait=True, read=True, first=True)
         assert d is not None
         d.addCallbacks(self._viewed, lambda _: None)
 
