@@ -187,7 +187,7 @@ def measure(receiver: Receiver, sent: dict[str, float]) -> dict[str, float]:
     }
 
 
-def throughput(work: Path, dsn: str, n: int, rate: float) -> list[str]:
+def throughput(work: Path, dsn: str, n: int, rate: float, lease: int = 30) -> list[str]:
     rows = []
     for label, store in (("two daemons, PostgreSQL", dsn), ("one daemon, SQLite", None)):
         wait_quiet()
@@ -199,7 +199,7 @@ def throughput(work: Path, dsn: str, n: int, rate: float) -> list[str]:
         )
         names = ["a", "b"] if store else ["single"]
         daemons = [
-            Daemon(work, config(port, receiver.port, store, name), name=f"{label[:3]}-{name}").start()
+            Daemon(work, config(port, receiver.port, store, name, lease), name=f"{label[:3]}-{name}").start()
             for port, name in zip(ports, names, strict=True)
         ]
         try:
@@ -261,6 +261,7 @@ def main() -> int:
     )
     parser.add_argument("--alerts", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--lease", type=int, default=30, help="leaseSeconds of the throughput rows")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     server = PostgresServer(settings=DURABLE)
@@ -277,7 +278,7 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     try:
-        lines += throughput(work, server.create_database("throughput"), args.alerts, args.rate)
+        lines += throughput(work, server.create_database("throughput"), args.alerts, args.rate, args.lease)
         lines += [
             "",
             "| failover | alerts | held by a | taken over by b | lost | duplicates "

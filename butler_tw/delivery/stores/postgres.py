@@ -60,6 +60,12 @@ DB_NOW = "extract(epoch from clock_timestamp())"
 _LOCK_MIGRATE = 0x6275746C  # "butl"
 _LOCK_REBIND = 0x6275746D
 _MOVING = "moving:"
+#: The owner of delivery ``d`` is running and has committed within its lease: its
+#: deliveries stay its own even if a renewal came late (the daemon was busy).
+ALIVE = (
+    f"SELECT 1 FROM {SCHEMA}.instances i WHERE i.name = owner AND i.stopped_at IS NULL "
+    f"AND i.seen_at > {DB_NOW} - %(lease)s"
+)
 #: Deliveries claimed per poll, so that a takeover of a huge backlog comes in slices.
 CLAIM_BATCH = 1000
 #: How long an alert's row is kept after its deliveries end, as the cluster's memory
@@ -297,6 +303,11 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         conn.execute("BEGIN")
 
     def _finish(self, conn: psycopg.Connection[Any]) -> None:
+        # Every transaction says this daemon is alive: a busy one whose lease renewals
+        # come late still keeps its deliveries (see _claim).
+        conn.execute(
+            f"UPDATE {SCHEMA}.instances SET seen_at = {DB_NOW} WHERE name = %s", (self.instanceName,)
+        )
         conn.execute("COMMIT")
         self._conflicts = 0
 
@@ -447,7 +458,7 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
             rows = conn.execute(
                 f"WITH chosen AS (SELECT id, owner AS was, lease_until AS until FROM {SCHEMA}.deliveries "
                 f"WHERE state = 'pending' AND webhook_key = ANY(%(keys)s) "
-                f"AND ({mine}owner IS NULL OR lease_until < {DB_NOW}) "
+                f"AND ({mine}owner IS NULL OR (lease_until < {DB_NOW} AND NOT EXISTS ({ALIVE}))) "
                 "ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
                 f"claimed AS (UPDATE {SCHEMA}.deliveries d SET owner = %(me)s, "
                 f"lease_until = {DB_NOW} + %(lease)s, "
