@@ -15,7 +15,8 @@ default :data:`~butler_tw.startup.DEFAULT_CONFIG` (``check-config F`` and
 
 This module is the parser and the dispatch; each command is a module of
 its own: :mod:`~butler_tw.cli.checkconfig`, :mod:`~butler_tw.cli.deliveries`
-(``deliveries`` and ``replay``, on the daemon's SQLite outbox),
+(``deliveries`` and ``replay``, on the configured outbox: SQLite, or the
+PostgreSQL one a cluster shares, reached through :mod:`~butler_tw.cli.store`),
 :mod:`~butler_tw.cli.sendtest`, :mod:`~butler_tw.cli.emit` and
 :mod:`~butler_tw.cli.receive`, with their shared wording in
 :mod:`~butler_tw.cli.text`. Nothing prints a webhook URL whole: only
@@ -35,10 +36,10 @@ from twisted.python.failure import Failure
 from butler_tw.cli import emit, receive, render, sendtest
 from butler_tw.cli.checkconfig import check_config
 from butler_tw.cli.deliveries import list_deliveries, replay_deliveries
+from butler_tw.cli.store import EX_STORE, StoreUnavailable, open_outbox
 from butler_tw.config import ConfigError, load_config
 from butler_tw.core.alert import EventKind
 from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG
-from butler_tw.delivery.stores.sqlite import StoreError, connect
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
 #: Commands that run on the reactor (through :func:`run_on_reactor`).
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-queue dead deliveries to their webhook, or one that sends where it sent (the same "
         "method and URL), or the --to webhook. What the daemon would only make a dead letter again is "
         "not re-queued: one line says why. Exit 0, 1 if some were not re-queued, 2 on a config, outbox "
-        "or --to problem.",
+        "or --to problem. On a shared (PostgreSQL) store, a re-queued delivery is taken by whichever "
+        "daemon polls first.",
     )
     _config_option(replay)
     which = replay.add_mutually_exclusive_group(required=True)
@@ -237,20 +239,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             except ConfigError as e:
                 return _config_problem(e, err)
         return emit.emit(target, _EVENTS[args.event], args.task_id, args.count, out, err)
+    if args.command == "replay" and not args.all_dead and not args.ids:
+        parser.error("replay needs delivery ids or --all-dead")
     try:
         config = load_config(args.config)
     except ConfigError as e:
         return _config_problem(e, err)
     try:
-        conn = connect(config.stateDir, create=False)
-    except StoreError as e:
-        print(f"butler-tw: {e}", file=err)
-        return 2
-    if args.command == "deliveries":
-        return list_deliveries(conn, config, args.state, args.limit, out)
-    if not args.all_dead and not args.ids:
-        parser.error("replay needs delivery ids or --all-dead")
-    return replay_deliveries(conn, config, args.ids, args.all_dead, args.to, out, err, args.config)
+        outbox = open_outbox(config, args.config)
+        try:
+            if args.command == "deliveries":
+                return list_deliveries(outbox, config, args.state, args.limit, out)
+            return replay_deliveries(outbox, config, args.ids, args.all_dead, args.to, out, err, args.config)
+        finally:
+            outbox.close()
+    except StoreUnavailable as e:
+        err.write(f"butler-tw: {e}\n")
+        return EX_STORE
 
 
 def main_on_reactor(argv: Sequence[str], reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:
