@@ -2,6 +2,7 @@
 
     butler-tw deliveries [-c F] [--state pending|dead] [--limit N]
     butler-tw replay [-c F] (ID ... | --all-dead) [--to NAME]
+    butler-tw store init|status [-c F]
     butler-tw check-config [-c F] [--reload]
     butler-tw send-test [-c F] [--event failed|aborted] [--webhook NAME]
     butler-tw render [-c F] --webhook NAME [--kind failed|aborted] [--datagram LINE]
@@ -17,6 +18,7 @@ This module is the parser and the dispatch; each command is a module of
 its own: :mod:`~butler_tw.cli.checkconfig`, :mod:`~butler_tw.cli.deliveries`
 (``deliveries`` and ``replay``, on the configured outbox: SQLite, or the
 PostgreSQL one a cluster shares, reached through :mod:`~butler_tw.cli.store`),
+:mod:`~butler_tw.cli.storecommand` (``store init`` and ``store status``),
 :mod:`~butler_tw.cli.sendtest`, :mod:`~butler_tw.cli.emit` and
 :mod:`~butler_tw.cli.receive`, with their shared wording in
 :mod:`~butler_tw.cli.text`. Nothing prints a webhook URL whole: only
@@ -37,6 +39,7 @@ from butler_tw.cli import emit, receive, render, sendtest
 from butler_tw.cli.checkconfig import check_config
 from butler_tw.cli.deliveries import list_deliveries, replay_deliveries
 from butler_tw.cli.store import EX_STORE, StoreUnavailable, open_outbox
+from butler_tw.cli.storecommand import store_init, store_status
 from butler_tw.config import ConfigError, load_config
 from butler_tw.core.alert import EventKind
 from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG
@@ -77,6 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="send them to this webhook (its name, description or key, e.g. reloadTaskFailure.webhooks[0]) "
         "instead: for the dead letters of a removed webhook",
     )
+
+    storing = sub.add_parser(
+        "store",
+        help="set up the outbox store, or show the cluster sharing it",
+        description="The outbox store butlerWebhook.store names: SQLite in stateDir (the default), or a "
+        f"PostgreSQL database shared by two or more daemons. Exit 0, {EX_STORE} if the store cannot be used.",
+    )
+    actions = storing.add_subparsers(dest="action", required=True)
+    init = actions.add_parser(
+        "init",
+        help="create the outbox, or bring its schema up to date",
+        description="Create the configured outbox or migrate its schema to this version's, as a daemon "
+        "does at its start (safe while daemons run): for a shared store, before the first daemon starts "
+        "or to use deliveries and replay before one has. With SQLite, creates the database in stateDir.",
+    )
+    _config_option(init)
+    status = actions.add_parser(
+        "status",
+        help="the daemons sharing the store, what each holds, how deep the outbox is",
+        description="With a shared (PostgreSQL) store: every instance that has used it, whether it is up, "
+        "silent (not renewing its leases) or stopped, the pending deliveries it holds; and the pending, "
+        "unclaimed and dead deliveries of the cluster. Creates nothing.",
+    )
+    _config_option(status)
 
     check = sub.add_parser(
         "check-config",
@@ -245,6 +272,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         config = load_config(args.config)
     except ConfigError as e:
         return _config_problem(e, err)
+    if args.command == "store":
+        if args.action == "init":
+            return store_init(config, out, err)
+        return store_status(config, out, err, args.config)
     try:
         outbox = open_outbox(config, args.config)
         try:

@@ -1,17 +1,19 @@
 """The outbox the admin commands act on: the SQLite file in ``stateDir``, or the shared PostgreSQL one.
 
-``butler-tw deliveries`` and ``replay`` reach the store named by
-``butlerWebhook.store`` only through :func:`open_outbox`; nowhere else is
-it asked which store that is.
+``butler-tw deliveries``, ``replay`` and ``store`` reach the store named by
+``butlerWebhook.store`` only through :func:`open_outbox`, :func:`init_store`
+and :func:`read_cluster`; nowhere else is it asked which store that is.
 
-:func:`open_outbox` creates nothing: a missing SQLite file or PostgreSQL
-schema is said as such (a daemon's start creates it). Every problem is a :class:`StoreUnavailable`
+Neither :func:`open_outbox` nor :func:`read_cluster` creates anything: a
+missing SQLite file or PostgreSQL schema is said as such (``store init``,
+or a daemon's start, creates it). Every problem is a :class:`StoreUnavailable`
 of one line naming the store in its loggable form: a PostgreSQL password is
 never in it, not even where the driver's message would quote it.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
@@ -19,8 +21,9 @@ import attrs
 
 from butler_tw import __version__
 from butler_tw.config import Config
+from butler_tw.core.cluster import ClusterView
 from butler_tw.core.delivery import Delivery, State
-from butler_tw.core.words import DEFAULT_CONFIG
+from butler_tw.core.words import DEFAULT_CONFIG, admin_command
 from butler_tw.delivery.replay import Decision
 from butler_tw.delivery.stores import sqlite
 
@@ -84,6 +87,52 @@ def open_outbox(config: Config, configPath: str = DEFAULT_CONFIG) -> AdminOutbox
     return _SqliteOutbox(config.stateDir)
 
 
+def init_store(config: Config) -> str:
+    """Create the configured outbox, or bring its schema up to date; what was done, in words.
+
+    :raises StoreUnavailable: it cannot be reached, or holds a schema newer than this version knows.
+    """
+    if config.store.shared:
+        from butler_tw.delivery.stores import postgres
+
+        conn = _connect(config)
+        try:
+            before, now = _pg(config, lambda: postgres.migrate(conn, _migrated_by(config)))
+        except postgres.StoreError as e:
+            raise StoreUnavailable(f"{config.store.loggable}: {e}") from None
+        finally:
+            conn.close()
+        where = config.store.loggable
+        if before == now:
+            return f"outbox schema in {where}: already at version {now}"
+        return f"outbox schema in {where}: version {before} -> {now}"
+    path = sqlite.db_path(config.stateDir)
+    existed = os.path.exists(path)
+    try:
+        sqlite.connect(config.stateDir).close()
+    except sqlite.StoreError as e:
+        raise StoreUnavailable(str(e)) from None
+    said = "ready" if existed else "created"
+    return (
+        f"outbox database {os.path.abspath(path)}: {said}, schema version {sqlite.SCHEMA_VERSION} "
+        "(SQLite in stateDir, for one daemon)"
+    )
+
+
+def read_cluster(config: Config, readAt: float, configPath: str = DEFAULT_CONFIG) -> ClusterView | None:
+    """The daemons sharing the store and what each holds; None for SQLite (one daemon, no cluster).
+
+    :raises StoreUnavailable: as :func:`open_outbox`.
+    """
+    if not config.store.shared:
+        return None
+    outbox = _PostgresOutbox(config, configPath)
+    try:
+        return outbox.cluster(readAt)
+    finally:
+        outbox.close()
+
+
 # -- SQLite
 
 
@@ -145,13 +194,19 @@ class _PostgresOutbox:
 
         return _pg(self._config, lambda: postgres.replay_dead(self._conn, ids, allDead, decide, now))
 
+    def cluster(self, readAt: float) -> ClusterView:
+        from butler_tw.delivery.stores import postgres
+
+        return _pg(self._config, lambda: postgres.read_cluster(self._conn, readAt))
+
     def close(self) -> None:
         self._conn.close()
 
 
 def _schema_problem(version: int, known: int, where: str, configPath: str) -> str | None:
+    init = admin_command(configPath, "store init")
     if version == 0:
-        return f"no outbox schema in {where}: has a daemon run with this store?"
+        return f"no outbox schema in {where}: has a daemon run with this store? (or run `{init}`)"
     if version > known:
         return (
             f"the outbox schema in {where} is version {version}, newer than this butler-tw "
@@ -160,7 +215,7 @@ def _schema_problem(version: int, known: int, where: str, configPath: str) -> st
     if version < known:
         return (
             f"the outbox schema in {where} is version {version}, older than this butler-tw's ({known}): "
-            "start a daemon of this version, then again"
+            f"run `{init}` (or start a daemon of this version), then again"
         )
     return None
 
@@ -188,6 +243,11 @@ def _pg(config: Config, op: Callable[[], T]) -> T:
         raise StoreUnavailable(
             f"the outbox store {config.store.loggable}: {_reason(e, config.store.dsn)}"
         ) from None
+
+
+def _migrated_by(config: Config) -> str:
+    """Who ``store init`` says ran a migration (the migrations table's applied_by)."""
+    return f"butler-tw store init ({config.instanceName})"
 
 
 def _reason(error: Exception, dsn: str) -> str:

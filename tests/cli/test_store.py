@@ -1,10 +1,11 @@
-"""``butler-tw deliveries`` and ``replay`` on a shared outbox, against a real PostgreSQL.
+"""``butler-tw deliveries``, ``replay`` and ``store`` on a shared outbox, against a real PostgreSQL.
 
 Two :class:`PostgresOutbox` instances named "a" and "b" on one database stand
 for two daemons; the command reads the same database through its config's
 ``butlerWebhook.store``. That DSN carries ``password=s3cret`` (the test
 server trusts every local connection, so it is ignored there): no output may
-show it. The SQLite side is test_deliveries.py.
+show it. The SQLite side of ``store`` is at the end; the SQLite side of
+``deliveries`` and ``replay`` is test_deliveries.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from butler_tw.config import load_config
 from butler_tw.config.store import loggable_dsn
 from butler_tw.core.delivery import State
+from butler_tw.delivery.stores.sqlite import DB_NAME
 from tests.support.alerts import ALERT
 from tests.support.cli import run_main, write_config
 from tests.support.daemon import make_config
@@ -174,9 +176,41 @@ class SharedOutboxTests(TestCase):
             run_main("replay", "-c", self.config, "--all-dead"), (0, "no dead deliveries to re-queue\n", "")
         )
 
+    def test_storeStatus(self) -> None:
+        status, out, err = run_main("store", "status", "-c", self.config)
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], f"outbox      PostgreSQL {self.where}, shared")
+        self.assertTrue(
+            lines[1].startswith("deliveries  2 pending deliveries, the oldest accepted "), lines[1]
+        )
+        self.assertTrue(lines[1].endswith("; 1 dead letter"), lines[1])
+        self.assertEqual(
+            lines[2].split(), ["INSTANCE", "HOST", "PID", "VERSION", "STATE", "LAST", "SEEN", "HOLDS"]
+        )
+        byName = {line.split()[0]: line.split() for line in lines[3:]}
+        self.assertEqual(sorted(byName), ["a", "b"])
+        self.assertEqual((byName["a"][4], byName["a"][-1]), ("up", "1"))
+        self.assertEqual((byName["b"][4], byName["b"][-1]), ("up", "1"))
+        self.assertNotIn(PASSWORD, out)
+
+    @inlineCallbacks
+    def test_storeStatusAfterACleanStop(self):  # type: ignore[no-untyped-def]
+        yield self.b.close()
+        _, out, _ = run_main("store", "status", "-c", self.config)
+        self.assertIn("(1 unclaimed: the next daemon to poll takes them)", out)
+        byName = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
+        self.assertEqual((byName["b"][4], byName["b"][-1]), ("stopped", "0"))
+
+    def test_storeInitOnAnInitialisedStore(self) -> None:
+        self.assertEqual(
+            run_main("store", "init", "-c", self.config),
+            (0, f"outbox schema in {self.where}: already at version 1\n", ""),
+        )
+
 
 class SchemaTests(TestCase):
-    """The commands on a database without the outbox schema: they say so, and create nothing."""
+    """``store init`` on an empty database; the other commands create nothing."""
 
     skip = missing_reason()
 
@@ -194,11 +228,77 @@ class SchemaTests(TestCase):
                 n for (n,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = 'butler_tw'")
             ]
 
+    def test_initThenAgain(self) -> None:
+        self.assertEqual(
+            run_main("store", "init", "-c", self.config),
+            (0, f"outbox schema in {self.where}: version 0 -> 1\n", ""),
+        )
+        with self.server.connect(self.dbname) as conn:
+            (applied,) = conn.execute("SELECT version, applied_by FROM butler_tw.migrations").fetchall()
+        self.assertEqual(applied, (1, "butler-tw store init (admin-host)"))
+        self.assertEqual(
+            run_main("store", "init", "-c", self.config),
+            (0, f"outbox schema in {self.where}: already at version 1\n", ""),
+        )
+        # Now the commands work, before any daemon has run.
+        status, out, err = run_main("deliveries", "-c", self.config)
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("(no pending or dead deliveries)", out)
+        self.assertEqual(
+            run_main("replay", "-c", self.config, "--all-dead"), (0, "no dead deliveries to re-queue\n", "")
+        )
+        status, out, _ = run_main("store", "status", "-c", self.config)
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            out.splitlines()[1:],
+            [
+                "deliveries  no pending deliveries; no dead letters",
+                "instances   none yet (no daemon has run with this store)",
+            ],
+        )
+
     def test_noSchemaIsSaidAndNotCreated(self) -> None:
-        said = f"butler-tw: no outbox schema in {self.where}: has a daemon run with this store?\n"
-        for argv in (["deliveries"], ["replay", "--all-dead"], ["replay", "some-id"]):
+        said = (
+            f"butler-tw: no outbox schema in {self.where}: has a daemon run with this store? "
+            f"(or run `butler-tw store init -c {self.config}`)\n"
+        )
+        for argv in (["deliveries"], ["replay", "--all-dead"], ["replay", "some-id"], ["store", "status"]):
             self.assertEqual(run_main(*argv, "-c", self.config), (2, "", said), argv)
         self.assertEqual(self.schemas(), [], "the commands created nothing")
+
+    def test_noPrivilegeIsSaid(self) -> None:
+        """A role that may not read the schema: the database's words, not "no schema"."""
+        run_main("store", "init", "-c", self.config)
+        role = f"{self.dbname}_reader"
+        with self.server.connect(self.dbname) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+        self.addCleanup(self.dropRole, role)
+        config = shared_config(self, self.cliDsn.replace("user=postgres", f"user={role}"))
+        status, out, err = run_main("deliveries", "-c", config)
+        self.assertEqual((status, out), (2, ""))
+        self.assertEqual(
+            err,
+            f"butler-tw: the outbox store {loggable_dsn(self.cliDsn).replace('user=postgres', f'user={role}')}: "
+            "permission denied for schema butler_tw\n",
+        )
+
+    def dropRole(self, role: str) -> None:
+        with self.server.connect() as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+    def test_schemaNewerThanThisVersion(self) -> None:
+        run_main("store", "init", "-c", self.config)
+        with self.server.connect(self.dbname) as conn:
+            conn.execute(
+                "INSERT INTO butler_tw.migrations (version, description, applied_by) VALUES (99, 'x', 'y')"
+            )
+        for argv in (["deliveries"], ["store", "init"]):
+            status, out, err = run_main(*argv, "-c", self.config)
+            self.assertEqual((status, out), (2, ""), argv)
+            self.assertIn("is version 99, newer than this butler-tw", err)
+            self.assertIn("upgrade butler-tw", err)
+            self.assertEqual(len(err.splitlines()), 1)
+            self.assertNotIn(PASSWORD, err)
 
 
 class UnreachableTests(TestCase):
@@ -209,7 +309,7 @@ class UnreachableTests(TestCase):
 
     def check(self, dsn: str, where: str) -> None:
         config = shared_config(self, dsn)
-        for argv in (["deliveries"], ["replay", "--all-dead"]):
+        for argv in (["deliveries"], ["replay", "--all-dead"], ["store", "init"], ["store", "status"]):
             status, out, err = run_main(*argv, "-c", config)
             self.assertEqual((status, out), (2, ""), argv)
             self.assertTrue(err.startswith(f"butler-tw: cannot connect to the outbox store {where}: "), err)
@@ -239,3 +339,57 @@ class UnreachableTests(TestCase):
         self.assertTrue(err.startswith(b"butler-tw: cannot connect to the outbox store host="), err)
         self.assertEqual(len(err.splitlines()), 1)
         self.assertNotIn(PASSWORD.encode(), err)
+
+
+class SqliteStoreTests(SynchronousTestCase):
+    """``store`` when the outbox is SQLite in stateDir."""
+
+    def setUp(self) -> None:
+        self.stateDir = os.path.abspath(self.mktemp())
+        self.config = write_config(
+            self, make_config(failure=[TEAMS], butlerWebhook={"stateDir": self.stateDir})
+        )
+        self.path = os.path.join(self.stateDir, DB_NAME)
+
+    def test_initCreatesThenOpens(self) -> None:
+        self.assertEqual(run_main("deliveries", "-c", self.config)[0], 2, "no database yet")
+        self.assertEqual(
+            run_main("store", "init", "-c", self.config),
+            (
+                0,
+                f"outbox database {self.path}: created, schema version 2 (SQLite in stateDir, for one daemon)\n",
+                "",
+            ),
+        )
+        self.assertTrue(os.path.exists(self.path))
+        self.assertEqual(
+            run_main("store", "init", "-c", self.config),
+            (
+                0,
+                f"outbox database {self.path}: ready, schema version 2 (SQLite in stateDir, for one daemon)\n",
+                "",
+            ),
+        )
+        status, out, err = run_main("deliveries", "-c", self.config)
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("(no pending or dead deliveries)", out)
+
+    def test_initWhereStateDirCannotBeMade(self) -> None:
+        blocker = self.mktemp()
+        open(blocker, "w").close()
+        config = write_config(
+            self, make_config(failure=[TEAMS], butlerWebhook={"stateDir": os.path.join(blocker, "state")})
+        )
+        status, out, err = run_main("store", "init", "-c", config)
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("cannot create the state directory", err)
+
+    def test_statusHasNoCluster(self) -> None:
+        status, out, err = run_main("store", "status", "-c", self.config)
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            out,
+            f"outbox      SQLite in stateDir ({self.stateDir}), for one daemon: no cluster to show "
+            f"(`butler-tw deliveries -c {self.config}` lists what it holds)\n",
+        )
+        self.assertFalse(os.path.exists(self.path), "status creates nothing")
