@@ -1,40 +1,43 @@
 """``butler-tw deliveries`` and ``butler-tw replay``: the daemon's outbox, read and re-queued.
 
-Both work on the SQLite outbox directly, through the store's functions
-(:func:`~butler_tw.delivery.stores.sqlite.list_deliveries`,
-:func:`~butler_tw.delivery.stores.sqlite.replay_dead`); WAL lets them read
-and write while the daemon runs. A replayed delivery starts its retry
-schedule afresh when the daemon takes it up: a running one within a few
-seconds, a stopped one at its start. ``replay`` re-queues only what the
-daemon will send (see :mod:`butler_tw.delivery.replay`) and says why not for the rest.
+Both work on the configured outbox directly, through :mod:`butler_tw.cli.store`:
+the SQLite file in ``stateDir`` (WAL lets them read and write while the
+daemon runs), or the PostgreSQL outbox the daemons of a cluster share (the
+listing then says which instance holds each pending delivery). A replayed
+delivery starts its retry schedule afresh when a daemon takes it up: a
+running one within a few seconds, a stopped one at its start; on a shared
+store it belongs to nobody until then, and whichever daemon polls first
+takes it. ``replay`` re-queues only what the daemons will send (see
+:mod:`butler_tw.delivery.replay`) and says why not for the rest.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Sequence, TextIO
 
 from butler_tw.cli.sendtest import select_webhooks
+from butler_tw.cli.store import AdminOutbox, Listed
 from butler_tw.cli.text import format_table
 from butler_tw.config import Config
 from butler_tw.core.delivery import Delivery, State, describe_key
 from butler_tw.core.words import admin_command, count
 from butler_tw.daemon.startup import DEFAULT_CONFIG
 from butler_tw.delivery.replay import plan_replay
-from butler_tw.delivery.stores import sqlite
+
+HEADER = ("DELIVERY ID", "STATE", "EVENT", "TASK", "WEBHOOK", "ATTEMPTS", "LAST OUTCOME", "NEXT ATTEMPT")
 
 
-def list_deliveries(
-    conn: sqlite3.Connection, config: Config, state: str | None, limit: int, out: TextIO
-) -> int:
-    """The table of up to ``limit`` deliveries, ``state`` ones or pending and dead."""
-    rows = sqlite.list_deliveries(conn, State(state) if state else None, limit)
+def list_deliveries(outbox: AdminOutbox, config: Config, state: str | None, limit: int, out: TextIO) -> int:
+    """The table of up to ``limit`` deliveries, ``state`` ones or pending and dead.
+
+    A shared outbox's has one more column, HELD BY: the instance whose lease a
+    pending delivery is under.
+    """
+    rows = outbox.deliveries(State(state) if state else None, limit)
     names = {w.key: w.name for w in config.webhooks}
-    table: list[tuple[str, ...]] = [
-        ("DELIVERY ID", "STATE", "EVENT", "TASK", "WEBHOOK", "ATTEMPTS", "LAST OUTCOME", "NEXT ATTEMPT")
-    ]
-    table += [_row(d, names) for d in rows]
+    table: list[tuple[str, ...]] = [(*HEADER, "HELD BY") if outbox.shared else HEADER]
+    table += [_row(r.delivery, names) + ((held_by(r),) if outbox.shared else ()) for r in rows]
     # Ids are never cut (they are what `replay` takes); long free text is.
     out.write(format_table(table, cut=60))
     if not rows:
@@ -56,8 +59,24 @@ def _row(d: Delivery, names: dict[str, str]) -> tuple[str, ...]:
     )
 
 
+def held_by(listed: Listed) -> str:
+    """Who holds a pending delivery of the shared outbox.
+
+    An instance; ``nobody yet`` (re-queued, or handed back at a clean stop);
+    or one whose lease ran out (is it down?). In the last two cases the next
+    daemon to poll takes it.
+    """
+    if listed.delivery.state is not State.PENDING:
+        return "-"
+    if listed.owner is None:
+        return "nobody yet"
+    if not listed.leaseLive:
+        return f"{listed.owner} (lease ran out)"
+    return listed.owner
+
+
 def replay_deliveries(
-    conn: sqlite3.Connection,
+    outbox: AdminOutbox,
     config: Config,
     ids: Sequence[str],
     allDead: bool,
@@ -80,8 +99,7 @@ def replay_deliveries(
             )
             return 2
         target = chosen[0][1]
-    decisions = sqlite.replay_dead(
-        conn,
+    decisions = outbox.replay(
         ids,
         allDead,
         lambda dead, bound, existing: plan_replay(dead, config.webhooks, bound, existing, target),

@@ -2,6 +2,7 @@
 
     butler-tw deliveries [-c F] [--state pending|dead] [--limit N]
     butler-tw replay [-c F] (ID ... | --all-dead) [--to NAME]
+    butler-tw store init|status [-c F]
     butler-tw check-config [-c F] [--reload]
     butler-tw send-test [-c F] [--event failed|aborted] [--webhook NAME]
     butler-tw render [-c F] --webhook NAME [--kind failed|aborted] [--datagram LINE]
@@ -15,7 +16,9 @@ default :data:`~butler_tw.startup.DEFAULT_CONFIG` (``check-config F`` and
 
 This module is the parser and the dispatch; each command is a module of
 its own: :mod:`~butler_tw.cli.checkconfig`, :mod:`~butler_tw.cli.deliveries`
-(``deliveries`` and ``replay``, on the daemon's SQLite outbox),
+(``deliveries`` and ``replay``, on the configured outbox: SQLite, or the
+PostgreSQL one a cluster shares, reached through :mod:`~butler_tw.cli.store`),
+:mod:`~butler_tw.cli.storecommand` (``store init`` and ``store status``),
 :mod:`~butler_tw.cli.sendtest`, :mod:`~butler_tw.cli.emit` and
 :mod:`~butler_tw.cli.receive`, with their shared wording in
 :mod:`~butler_tw.cli.text`. Nothing prints a webhook URL whole: only
@@ -35,10 +38,11 @@ from twisted.python.failure import Failure
 from butler_tw.cli import emit, receive, render, sendtest
 from butler_tw.cli.checkconfig import check_config
 from butler_tw.cli.deliveries import list_deliveries, replay_deliveries
+from butler_tw.cli.store import EX_STORE, StoreUnavailable, open_outbox
+from butler_tw.cli.storecommand import store_init, store_status
 from butler_tw.config import ConfigError, load_config
 from butler_tw.core.alert import EventKind
 from butler_tw.daemon.startup import DEFAULT_CONFIG, EX_CONFIG
-from butler_tw.delivery.stores.sqlite import StoreError, connect
 
 _EVENTS = {"failed": EventKind.FAILED, "aborted": EventKind.ABORTED}
 #: Commands that run on the reactor (through :func:`run_on_reactor`).
@@ -63,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-queue dead deliveries to their webhook, or one that sends where it sent (the same "
         "method and URL), or the --to webhook. What the daemon would only make a dead letter again is "
         "not re-queued: one line says why. Exit 0, 1 if some were not re-queued, 2 on a config, outbox "
-        "or --to problem.",
+        "or --to problem. On a shared (PostgreSQL) store, a re-queued delivery is taken by whichever "
+        "daemon polls first.",
     )
     _config_option(replay)
     which = replay.add_mutually_exclusive_group(required=True)
@@ -75,6 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="send them to this webhook (its name, description or key, e.g. reloadTaskFailure.webhooks[0]) "
         "instead: for the dead letters of a removed webhook",
     )
+
+    storing = sub.add_parser(
+        "store",
+        help="set up the outbox store, or show the cluster sharing it",
+        description="The outbox store butlerWebhook.store names: SQLite in stateDir (the default), or a "
+        f"PostgreSQL database shared by two or more daemons. Exit 0, {EX_STORE} if the store cannot be used.",
+    )
+    actions = storing.add_subparsers(dest="action", required=True)
+    init = actions.add_parser(
+        "init",
+        help="create the outbox, or bring its schema up to date",
+        description="Create the configured outbox or migrate its schema to this version's, as a daemon "
+        "does at its start (safe while daemons run): for a shared store, before the first daemon starts "
+        "or to use deliveries and replay before one has. With SQLite, creates the database in stateDir.",
+    )
+    _config_option(init)
+    status = actions.add_parser(
+        "status",
+        help="the daemons sharing the store, what each holds, how deep the outbox is",
+        description="With a shared (PostgreSQL) store: every instance that has used it, whether it is up, "
+        "silent (not renewing its leases) or stopped, the pending deliveries it holds; and the pending, "
+        "unclaimed and dead deliveries of the cluster. Creates nothing.",
+    )
+    _config_option(status)
 
     check = sub.add_parser(
         "check-config",
@@ -237,20 +266,27 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             except ConfigError as e:
                 return _config_problem(e, err)
         return emit.emit(target, _EVENTS[args.event], args.task_id, args.count, out, err)
+    if args.command == "replay" and not args.all_dead and not args.ids:
+        parser.error("replay needs delivery ids or --all-dead")
     try:
         config = load_config(args.config)
     except ConfigError as e:
         return _config_problem(e, err)
+    if args.command == "store":
+        if args.action == "init":
+            return store_init(config, out, err)
+        return store_status(config, out, err, args.config)
     try:
-        conn = connect(config.stateDir, create=False)
-    except StoreError as e:
-        print(f"butler-tw: {e}", file=err)
-        return 2
-    if args.command == "deliveries":
-        return list_deliveries(conn, config, args.state, args.limit, out)
-    if not args.all_dead and not args.ids:
-        parser.error("replay needs delivery ids or --all-dead")
-    return replay_deliveries(conn, config, args.ids, args.all_dead, args.to, out, err, args.config)
+        outbox = open_outbox(config, args.config)
+        try:
+            if args.command == "deliveries":
+                return list_deliveries(outbox, config, args.state, args.limit, out)
+            return replay_deliveries(outbox, config, args.ids, args.all_dead, args.to, out, err, args.config)
+        finally:
+            outbox.close()
+    except StoreUnavailable as e:
+        err.write(f"butler-tw: {e}\n")
+        return EX_STORE
 
 
 def main_on_reactor(argv: Sequence[str], reactor: Any, out: TextIO, err: TextIO) -> Deferred[int]:

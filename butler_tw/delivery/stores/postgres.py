@@ -691,3 +691,35 @@ def replay_dead(
 
 def _rows(conn: psycopg.Connection[Any], sql: str, args: Iterable[Any] = ()) -> list[Delivery]:
     return [delivery_from_row(r) for r in conn.execute(sql, tuple(args)).fetchall()]
+
+
+# -- for the admin command (butler-tw deliveries, replay, store)
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The version of the outbox schema in the database; 0 when there is none. Creates nothing."""
+    row = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.migrations",)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def list_held(
+    conn: psycopg.Connection[Any], state: State | None, limit: int
+) -> list[tuple[Delivery, str | None, bool]]:
+    """:func:`list_deliveries` (by state, then due), each with the instance that holds it.
+
+    :return: (delivery, its owner or None, whether the owner's lease is still running).
+    """
+    where = "WHERE d.state = %s " if state is not None else ""
+    args: list[Any] = ([state.value] if state is not None else []) + [limit]
+    rows = conn.execute(
+        "SELECT a.kind, a.fields, d.webhook_key, d.accepted_at, d.attempts, d.due_at, d.state, "
+        f"d.last_outcome, d.owner, d.lease_until >= {DB_NOW} FROM {SCHEMA}.deliveries d "
+        f"JOIN {SCHEMA}.alerts a ON a.alert_id = d.alert_id "
+        + where
+        + "ORDER BY d.state, d.due_at, d.id LIMIT %s",
+        tuple(args),
+    ).fetchall()
+    return [(delivery_from_row(r[:8]), r[8], bool(r[9])) for r in rows]
