@@ -251,22 +251,6 @@ def _migrated_by(config: Config) -> str:
 
 
 def _reason(error: Exception, dsn: str) -> str:
-    """The driver's message on one line, any password in the connection string masked."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # libpq's second line is a hint ("Is the server running ...?"): a sentence of its own.
-    text = " ".join([line if line[-1] in ".?!:;" else line + "." for line in lines[:-1]] + lines[-1:])
-    for prefix in ("connection is bad: ", "connection failed: "):
-        text = text.removeprefix(prefix)
-    for secret in _secrets(dsn):
-        text = text.replace(secret, "***")
-    return text or type(error).__name__
+    from butler_tw.delivery.stores.postgres import describe_error
 
-
-def _secrets(dsn: str) -> list[str]:
-    import psycopg
-
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return []
-    return [str(params[k]) for k in ("password", "sslpassword") if params.get(k)]
+    return describe_error(error, dsn)

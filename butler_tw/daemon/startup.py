@@ -152,7 +152,10 @@ def store_problems(config: Config) -> tuple[list[str], str | None]:
     except postgres.StoreError as e:
         return [f"butlerWebhook.store: {e}"], None
     except psycopg.Error as e:
-        return [], f"cannot connect to {config.store.loggable} now: {str(e).strip() or type(e).__name__}"
+        return (
+            [],
+            f"cannot connect to {config.store.loggable} now: {postgres.describe_error(e, config.store.dsn)}",
+        )
     return [], None
 
 

@@ -105,6 +105,10 @@ class GroupCommit(Generic[C]):
         """Roll back after an error, if a transaction is open; drop a broken connection."""
         raise NotImplementedError
 
+    def _describe(self, error: BaseException) -> str:
+        """An error for a log line and /health: one line, no secret."""
+        return " ".join(str(error).split()) or type(error).__name__
+
     def _retryAtOnce(self, error: BaseException) -> bool:
         """Whether a failed batch is retried at once, as a conflict rather than a failure."""
         return False
@@ -239,7 +243,7 @@ class GroupCommit(Generic[C]):
             self._retryCall = self._reactor.callLater(0, self._flush)
             return
         self.writeErrors += 1
-        self.lastError = str(result.value).strip() or type(result.value).__name__
+        self.lastError = self._describe(result.value)
         if self.healthy:
             log.error(
                 "Cannot write to the outbox {where}: {error}. Deliveries carry on from memory and the "

@@ -325,6 +325,9 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         except psycopg.Error:
             pass
 
+    def _describe(self, error: BaseException) -> str:
+        return describe_error(error, self._dsn)
+
     def _retryAtOnce(self, error: BaseException) -> bool:
         # Two daemons inserting the same alerts in a different order can deadlock:
         # PostgreSQL aborts one transaction, which is simply run again.
@@ -723,3 +726,23 @@ def list_held(
         tuple(args),
     ).fetchall()
     return [(delivery_from_row(r[:8]), r[8], bool(r[9])) for r in rows]
+
+
+def describe_error(error: BaseException, dsn: str) -> str:
+    """The driver's message on one line, any password in the connection string masked."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # libpq's second line is a hint ("Is the server running ...?"): a sentence of its own.
+    text = " ".join([line if line[-1] in ".?!:;" else line + "." for line in lines[:-1]] + lines[-1:])
+    for prefix in ("connection is bad: ", "connection failed: "):
+        text = text.removeprefix(prefix)
+    for secret in _secrets(dsn):
+        text = text.replace(secret, "***")
+    return text or type(error).__name__
+
+
+def _secrets(dsn: str) -> list[str]:
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return []
+    return [str(params[k]) for k in ("password", "sslpassword") if params.get(k)]

@@ -340,3 +340,15 @@ class OneStoreTests(TestCase):
         # A window remember()ed but never taken in add() holds nothing back.
         created = yield outbox.add(ALERT, ["k0"], 1000.0, window=300)
         self.assertEqual(len(created), 1)
+
+
+class DescribeErrorTests(SynchronousTestCase):
+    skip = missing_reason()
+
+    def test_oneLineAndNoPassword(self) -> None:
+        from butler_tw.delivery.stores.postgres import describe_error
+
+        dsn = "host=/nonexistent dbname=x user=u password=s3cret"
+        error = Exception('connection failed: password "s3cret" refused\nIs the server running?')
+        text = describe_error(error, dsn)
+        self.assertEqual(text, 'password "***" refused. Is the server running?')
