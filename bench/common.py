@@ -48,7 +48,9 @@ TEMPLATED_BODY = """
               - {name: Execution, value: "{{ executionId }} ({{ kind }})"}"""
 
 
-def config_text(udp: int, sink: int, webhooks: int, udp_extra: str = "", templated: bool = False) -> str:
+def config_text(
+    udp: int, sink: int, webhooks: int, udp_extra: str = "", templated: bool = False, ours: str = ""
+) -> str:
     """A config with 1-3 webhooks (POST, GET with a token in its URL, PUT) to the sink, no rate limit.
 
     ``templated``: 1-3 POST webhooks, each with :data:`TEMPLATED_BODY` (the
@@ -77,7 +79,7 @@ Butler:
     reloadTaskAborted:
       rateLimit: 0
       webhooks:{hooks}
-"""
+{ours}"""
 
 
 def rss_kb(pid: int) -> int | None:
