@@ -357,7 +357,7 @@ class SqliteStoreTests(SynchronousTestCase):
             run_main("store", "init", "-c", self.config),
             (
                 0,
-                f"outbox database {self.path}: created, schema version 2 (SQLite in stateDir, for one daemon)\n",
+                f"outbox database {self.path}: created, schema version 3 (SQLite in stateDir, for one daemon)\n",
                 "",
             ),
         )
@@ -366,7 +366,7 @@ class SqliteStoreTests(SynchronousTestCase):
             run_main("store", "init", "-c", self.config),
             (
                 0,
-                f"outbox database {self.path}: ready, schema version 2 (SQLite in stateDir, for one daemon)\n",
+                f"outbox database {self.path}: ready, schema version 3 (SQLite in stateDir, for one daemon)\n",
                 "",
             ),
         )

@@ -51,9 +51,9 @@ class _Queued(Generic[C]):
     op: Op[C]
     waiter: Deferred[Any] | None
     read: bool
-    #: For rows of one statement (:meth:`GroupCommit._submitRow`): the statement, and its rows so far.
-    sql: str | None = None
-    rows: list[tuple[Any, ...]] | None = None
+    #: For rows of one statement (:meth:`GroupCommit._submitRow`): the statement(s), and its rows so far.
+    sql: str | tuple[str, ...] | None = None
+    rows: list[Any] | None = None
 
 
 class GroupCommit(Generic[C]):
@@ -116,7 +116,7 @@ class GroupCommit(Generic[C]):
     def _closeConnection(self, conn: C) -> None:
         raise NotImplementedError
 
-    def _executemany(self, conn: C, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _executemany(self, conn: C, sql: str, rows: list[Any]) -> None:
         raise NotImplementedError
 
     # -- the engine
@@ -157,15 +157,25 @@ class GroupCommit(Generic[C]):
         self._schedule()
         return d
 
-    def _submitRow(self, sql: str, row: tuple[Any, ...]) -> None:
+    def _submitRow(self, sql: str | tuple[str, ...], row: Any) -> None:
         """Queue one row of a write statement; rows of the same statement queued one after another
-        run as one ``executemany`` (the attempts' outcomes of a busy reactor turn, say)."""
+        run as one ``executemany`` (the attempts' outcomes of a busy reactor turn, say).
+
+        :param sql: a statement, or several run one after another over the same rows
+            (then ``row`` is a mapping of named parameters).
+        """
         last = self._queued[-1] if self._queued else None
         if last is not None and last.rows is not None and last.sql == sql:
             last.rows.append(row)  # not yet taken by a transaction: batches take the whole queue
             return
         rows = [row]
-        self._queued.append(_Queued(lambda conn: self._executemany(conn, sql, rows), None, False, sql, rows))
+        statements = (sql,) if isinstance(sql, str) else sql
+
+        def op(conn: C) -> None:
+            for statement in statements:
+                self._executemany(conn, statement, rows)
+
+        self._queued.append(_Queued(op, None, False, sql, rows))
         self._schedule()
 
     def _schedule(self) -> None:

@@ -54,8 +54,9 @@ from butler_tw.delivery.stores.rows import alert_to_json, delivery_from_row
 log = Logger(namespace="butler_tw.outbox")
 
 SCHEMA = "butler_tw"
-#: The database's clock, in seconds since the epoch.
-DB_NOW = "extract(epoch from clock_timestamp())"
+#: The database's clock, in seconds since the epoch: the statement's start (stable within a
+#: statement, so that a comparison with it can use an index; clock_timestamp() cannot).
+DB_NOW = "extract(epoch from statement_timestamp())"
 #: pg_advisory_lock keys: migrations (held by the session while it migrates), rebinding (for a transaction).
 _LOCK_MIGRATE = 0x6275746C  # "butl"
 _LOCK_REBIND = 0x6275746D
@@ -342,7 +343,7 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
     def _closeConnection(self, conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
-    def _executemany(self, conn: psycopg.Connection[Any], sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _executemany(self, conn: psycopg.Connection[Any], sql: str, rows: list[Any]) -> None:
         with conn.cursor() as cur:
             cur.executemany(sql, rows)  # psycopg pipelines them: one round trip, not one per row
 
@@ -395,14 +396,23 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
                         (alert.kind.value, alert.taskId.lower()),
                     ).fetchone()
                     return AlreadyTaken("rate_limited", row[0] if row else "?")
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {SCHEMA}.deliveries (id, alert_id, webhook_key, accepted_at, attempts, "
-                    "due_at, state, last_outcome, updated_at, owner, lease_until) "
-                    f"VALUES (%s, %s, %s, %s, 0, %s, 'pending', '', %s, %s, {DB_NOW} + %s) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    [(d.id, alert.alertId, d.webhookKey, now, now, now, me, lease) for d in deliveries],
-                )
+            # One statement for every webhook's delivery (arrays unnested): one round trip.
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.deliveries (id, alert_id, webhook_key, accepted_at, attempts, "
+                "due_at, state, last_outcome, updated_at, owner, lease_until) "
+                f"SELECT k.id, %s, k.key, %s, 0, %s, 'pending', '', %s, %s, {DB_NOW} + %s "
+                "FROM unnest(%s::text[], %s::text[]) AS k(id, key) ON CONFLICT (id) DO NOTHING",
+                (
+                    alert.alertId,
+                    now,
+                    now,
+                    now,
+                    me,
+                    lease,
+                    [d.id for d in deliveries],
+                    [d.webhookKey for d in deliveries],
+                ),
+            )
             return None
 
         d = self._submit(op, wait=True, add=True)
@@ -462,7 +472,9 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
                 f"WITH chosen AS (SELECT id, owner AS was, lease_until AS until FROM {SCHEMA}.deliveries "
                 f"WHERE state = 'pending' AND webhook_key = ANY(%(keys)s) "
                 f"AND ({mine}owner IS NULL OR (lease_until < {DB_NOW} AND NOT EXISTS ({ALIVE}))) "
-                "ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+                # Oldest lease first: the claimable index's order, so a huge backlog costs
+                # a slice of the index, not a sort (the dispatcher orders by due time).
+                "ORDER BY lease_until LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
                 f"claimed AS (UPDATE {SCHEMA}.deliveries d SET owner = %(me)s, "
                 f"lease_until = {DB_NOW} + %(lease)s, "
                 "accepted_at = CASE WHEN d.requeued THEN %(now)s ELSE d.accepted_at END, "

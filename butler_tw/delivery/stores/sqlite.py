@@ -32,7 +32,7 @@ from butler_tw.delivery.stores.groupcommit import GroupCommit
 from butler_tw.delivery.stores.rows import alert_from_row, alert_to_json, delivery_from_row
 
 DB_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     requeued INTEGER NOT NULL DEFAULT 0   -- set by `butler-tw replay` for a running daemon
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, requeued);
+CREATE INDEX IF NOT EXISTS deliveries_by_alert ON deliveries (alert_id);
+CREATE INDEX IF NOT EXISTS deliveries_requeued ON deliveries (requeued) WHERE requeued = 1;
 CREATE TABLE IF NOT EXISTS dedup_keys (
     kind TEXT NOT NULL, task_id TEXT NOT NULL, execution_id TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (kind, task_id, execution_id)
@@ -128,6 +130,9 @@ def _upgrade(conn: sqlite3.Connection) -> None:
                 (new, new, old),
             )
         conn.execute("COMMIT")
+    if row is not None and int(row[0]) < 3:
+        # Version 3 drops an alert with its last delivery; older ones left that to a sweep.
+        conn.execute("DELETE FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM deliveries)")
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
 
@@ -150,6 +155,12 @@ SELECT_DELIVERIES = (
 _KEYED = {"dedup": ("dedup_keys", ("task_id", "execution_id")), "windows": ("windows", ("task_id",))}
 
 _MOVING = "moving:"  # temporary key prefix in rebind(); config keys never start with it
+#: record() of a delivered delivery: the row goes, and its alert with its last delivery.
+_DELIVERED = (
+    "DELETE FROM deliveries WHERE id = :id",
+    "DELETE FROM alerts WHERE alert_id = :alert"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE alert_id = :alert)",
+)
 
 
 @implementer(IOutbox)
@@ -194,7 +205,7 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
     def _closeConnection(self, conn: sqlite3.Connection) -> None:
         conn.close()
 
-    def _executemany(self, conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _executemany(self, conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
         conn.executemany(sql, rows)
 
     # -- IOutbox
@@ -222,7 +233,8 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
 
     def record(self, delivery: Delivery) -> None:
         if delivery.state is State.DELIVERED:
-            self._submitRow("DELETE FROM deliveries WHERE id = ?", (delivery.id,))
+            # Its alert goes with its last delivery (an index lookup, not a sweep in prune()).
+            self._submitRow(_DELIVERED, {"id": delivery.id, "alert": delivery.alert.alertId})
             return
         self._submitRow(
             "UPDATE deliveries SET attempts = ?, due_at = ?, state = ?, last_outcome = ?, updated_at = ?"
@@ -366,8 +378,15 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM windows WHERE expires_at <= ?", (now,))
+            # The alerts of the dead letters dropped, if nothing else refers to them; by index,
+            # so that prune costs what it drops, not the size of the outbox.
+            conn.execute(
+                "DELETE FROM alerts WHERE alert_id IN (SELECT alert_id FROM deliveries WHERE state = 'dead' "
+                "AND updated_at < ?) AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                "WHERE d.alert_id = alerts.alert_id AND NOT (d.state = 'dead' AND d.updated_at < ?))",
+                (keptSince, keptSince),
+            )
             conn.execute("DELETE FROM deliveries WHERE state = 'dead' AND updated_at < ?", (keptSince,))
-            conn.execute("DELETE FROM alerts WHERE alert_id NOT IN (SELECT alert_id FROM deliveries)")
 
         self._submit(op)
 

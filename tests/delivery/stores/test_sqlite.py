@@ -21,6 +21,7 @@ from butler_tw.core.delivery import State
 from butler_tw.delivery.stores.sqlite import (
     DB_NAME,
     SCHEMA,
+    SCHEMA_VERSION,
     SqliteOutbox,
     StoreError,
     alert_to_json,
@@ -114,7 +115,7 @@ class SqliteOutboxTests(TestCase):
         left = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
         conn.close()
-        self.assertEqual((left, version), (0, "2"))
+        self.assertEqual((left, version), (0, str(SCHEMA_VERSION)))
         self.assertNotIn("dedup", tables)
         self.assertIn("dedup_keys", tables)
 
@@ -194,3 +195,45 @@ class ListDeliveriesTests(TestCase):
         self.assertEqual([d.webhookKey for d in list_deliveries(self.conn, State.DEAD, 10)], ["a"])
         self.assertEqual([d.webhookKey for d in list_deliveries(self.conn, State.PENDING, 1)], ["c"])
         self.assertEqual([d.webhookKey for d in list_deliveries(self.conn, None, 2)], ["a", "c"])
+
+
+class AlertRowsTests(TestCase):
+    """An alert's row goes with its last delivery, or with the last of its dead letters pruned: by index."""
+
+    def setUp(self) -> None:
+        self.stateDir = self.mktemp()
+        self.outbox = SqliteOutbox(self.stateDir, reactor, deadLetterRetention=3600)
+        self.outbox.open()
+        self.addCleanup(self.outbox.close)
+
+    def alertIds(self) -> set[str]:
+        conn = sqlite3.connect(os.path.join(self.stateDir, DB_NAME))
+        try:
+            return {a for (a,) in conn.execute("SELECT alert_id FROM alerts")}
+        finally:
+            conn.close()
+
+    @inlineCallbacks
+    def test_goesWithItsLastDelivery(self):  # type: ignore[no-untyped-def]
+        a, b = yield self.outbox.add(ALERT, ["a", "b"], 1000.0)
+        self.outbox.record(attrs.evolve(a, state=State.DELIVERED))
+        yield self.outbox.flushed()
+        self.assertEqual(self.alertIds(), {ALERT.alertId}, "b still refers to it")
+        self.outbox.record(attrs.evolve(b, state=State.DELIVERED))
+        yield self.outbox.flushed()
+        self.assertEqual(self.alertIds(), set())
+
+    @inlineCallbacks
+    def test_goesWithItsLastPrunedDeadLetter(self):  # type: ignore[no-untyped-def]
+        a, b = yield self.outbox.add(ALERT, ["a", "b"], 1000.0)
+        other = alert(7)
+        (c,) = yield self.outbox.add(other, ["a"], 1000.0)
+        self.outbox.record(attrs.evolve(a, state=State.DEAD))
+        self.outbox.record(attrs.evolve(c, state=State.DEAD))
+        yield self.outbox.flushed()
+        self.outbox.deadLetterRetention = -1.0  # every dead letter is old enough
+        self.outbox.prune()
+        yield self.outbox.flushed()
+        # ALERT stays (b is pending); the other alert went with its only, pruned, dead letter.
+        self.assertEqual(self.alertIds(), {ALERT.alertId})
+        self.assertEqual([d.id for d in (yield self.outbox.pending())], [b.id])
