@@ -49,7 +49,7 @@ from butler_tw.core.words import count
 from butler_tw.delivery.outbox import AlreadyTaken, IOutbox
 from butler_tw.delivery.replay import Decision
 from butler_tw.delivery.stores.groupcommit import GroupCommit
-from butler_tw.delivery.stores.rows import alert_to_json, delivery_from_row
+from butler_tw.delivery.stores.rows import alert_to_json, delivery_from_row, outcome_row
 
 log = Logger(namespace="butler_tw.outbox")
 
@@ -435,15 +435,7 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         self._submitRow(
             f"UPDATE {SCHEMA}.deliveries SET attempts = %s, due_at = %s, state = %s, last_outcome = %s, "
             "updated_at = %s WHERE id = %s AND owner = %s",
-            (
-                delivery.attempts,
-                delivery.dueAt,
-                delivery.state.value,
-                delivery.lastOutcome,
-                self._reactor.seconds(),
-                delivery.id,
-                me,
-            ),
+            (*outcome_row(delivery, self._reactor.seconds()), me),
         )
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:

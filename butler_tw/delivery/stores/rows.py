@@ -29,3 +29,9 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         state=State(state),
         lastOutcome=lastOutcome,
     )
+
+
+def outcome_row(delivery: Delivery, now: float) -> tuple[Any, ...]:
+    """The parameters of a store's ``UPDATE deliveries`` after an attempt: attempts, due_at, state,
+    last_outcome, updated_at, then the id."""
+    return (delivery.attempts, delivery.dueAt, delivery.state.value, delivery.lastOutcome, now, delivery.id)

@@ -29,7 +29,7 @@ from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_w
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.replay import Decision
 from butler_tw.delivery.stores.groupcommit import GroupCommit
-from butler_tw.delivery.stores.rows import alert_from_row, alert_to_json, delivery_from_row
+from butler_tw.delivery.stores.rows import alert_from_row, alert_to_json, delivery_from_row, outcome_row
 
 DB_NAME = "outbox.sqlite3"
 SCHEMA_VERSION = 3
@@ -239,14 +239,7 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         self._submitRow(
             "UPDATE deliveries SET attempts = ?, due_at = ?, state = ?, last_outcome = ?, updated_at = ?"
             " WHERE id = ?",
-            (
-                delivery.attempts,
-                delivery.dueAt,
-                delivery.state.value,
-                delivery.lastOutcome,
-                self._reactor.seconds(),
-                delivery.id,
-            ),
+            outcome_row(delivery, self._reactor.seconds()),
         )
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
