@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Callable
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -82,7 +83,7 @@ class IntakeProcess(ProcessProtocol):
         self._stopping = False
         self._restartAfter = RESTART_AFTER
         self._restartCall: Any = None
-        self._ended: list[Any] = []
+        self._ended: list[Deferred[None]] = []
         #: The child's pid while it runs.
         self.pid: int | None = None
         #: Datagrams the child dropped because the daemon was more than its bound behind.
@@ -146,10 +147,8 @@ class IntakeProcess(ProcessProtocol):
         self._restartCall = self._clock.callLater(self._restartAfter, self.start)
         self._restartAfter = min(self._restartAfter * 2, 60.0)
 
-    def stop(self) -> Any:
+    def stop(self) -> Deferred[None]:
         """End the child (its stdin closes; it hands over what it holds first); fires once it ended."""
-        from twisted.internet.defer import Deferred, succeed
-
         self._stopping = True
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
