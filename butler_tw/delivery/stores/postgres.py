@@ -73,6 +73,38 @@ CLAIM_BATCH = 1000
 #: of it: the same datagram reaching a daemon late is still a duplicate.
 KEEP_ALERTS = 3600.0
 
+#: add(), in one statement (one round trip): the alert, unless it is there already; its task's
+#: window, if it has one and the window is free or over; then its deliveries, if both went in.
+#: Data-modifying WITH clauses always run, in order, and read each other's RETURNING. The last
+#: two columns say who has the alert or the window (from before this statement: NULL when the
+#: other daemon's insert committed only while this one waited for it).
+ADD = f"""
+WITH a AS (
+    INSERT INTO {SCHEMA}.alerts (alert_id, kind, fields, accepted_at, accepted_by)
+    VALUES (%(id)s, %(kind)s, %(fields)s, %(now)s, %(me)s)
+    ON CONFLICT (alert_id) DO NOTHING RETURNING 1
+), w AS (
+    INSERT INTO {SCHEMA}.windows AS w (kind, task_id, alert_id, taken_by, expires_at)
+    SELECT %(kind)s, %(task)s, %(id)s, %(me)s, %(now)s + %(window)s
+    WHERE %(window)s > 0 AND EXISTS (SELECT 1 FROM a)
+    ON CONFLICT (kind, task_id) DO UPDATE SET alert_id = EXCLUDED.alert_id,
+        taken_by = EXCLUDED.taken_by, expires_at = EXCLUDED.expires_at
+    WHERE w.expires_at <= %(now)s
+    RETURNING 1
+), d AS (
+    INSERT INTO {SCHEMA}.deliveries (id, alert_id, webhook_key, accepted_at, attempts, due_at, state,
+        last_outcome, updated_at, owner, lease_until)
+    SELECT k.id, %(id)s, k.key, %(now)s, 0, %(now)s, 'pending', '', %(now)s, %(me)s, {DB_NOW} + %(lease)s
+    FROM unnest(%(ids)s::text[], %(keys)s::text[]) AS k(id, key)
+    WHERE EXISTS (SELECT 1 FROM a) AND (%(window)s <= 0 OR EXISTS (SELECT 1 FROM w))
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM w),
+    (SELECT accepted_by FROM {SCHEMA}.alerts WHERE alert_id = %(id)s),
+    (SELECT taken_by FROM {SCHEMA}.windows WHERE kind = %(kind)s AND task_id = %(task)s)
+"""
+
 #: (version, what it does, SQL). Append only: a released migration never changes.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -370,49 +402,27 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         fields = alert_to_json(alert)
         me, lease = self.instanceName, self.leaseSeconds
 
+        params = {
+            "id": alert.alertId,
+            "kind": alert.kind.value,
+            "task": alert.taskId.lower(),
+            "fields": fields,
+            "now": now,
+            "me": me,
+            "window": float(window),
+            "lease": lease,
+            "ids": [d.id for d in deliveries],
+            "keys": [d.webhookKey for d in deliveries],
+        }
+
         def op(conn: psycopg.Connection[Any]) -> AlreadyTaken | None:
-            inserted = conn.execute(
-                f"INSERT INTO {SCHEMA}.alerts (alert_id, kind, fields, accepted_at, accepted_by) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (alert_id) DO NOTHING",
-                (alert.alertId, alert.kind.value, fields, now, me),
-            ).rowcount
-            if not inserted:
-                row = conn.execute(
-                    f"SELECT accepted_by FROM {SCHEMA}.alerts WHERE alert_id = %s", (alert.alertId,)
-                ).fetchone()
-                return AlreadyTaken("duplicate", row[0] if row else "?")
-            if window > 0:
-                taken = conn.execute(
-                    f"INSERT INTO {SCHEMA}.windows AS w (kind, task_id, alert_id, taken_by, expires_at) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, task_id) DO UPDATE SET "
-                    "alert_id = EXCLUDED.alert_id, taken_by = EXCLUDED.taken_by, "
-                    "expires_at = EXCLUDED.expires_at "
-                    "WHERE w.expires_at <= %s",
-                    (alert.kind.value, alert.taskId.lower(), alert.alertId, me, now + window, now),
-                ).rowcount
-                if not taken:
-                    row = conn.execute(
-                        f"SELECT taken_by FROM {SCHEMA}.windows WHERE kind = %s AND task_id = %s",
-                        (alert.kind.value, alert.taskId.lower()),
-                    ).fetchone()
-                    return AlreadyTaken("rate_limited", row[0] if row else "?")
-            # One statement for every webhook's delivery (arrays unnested): one round trip.
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.deliveries (id, alert_id, webhook_key, accepted_at, attempts, "
-                "due_at, state, last_outcome, updated_at, owner, lease_until) "
-                f"SELECT k.id, %s, k.key, %s, 0, %s, 'pending', '', %s, %s, {DB_NOW} + %s "
-                "FROM unnest(%s::text[], %s::text[]) AS k(id, key) ON CONFLICT (id) DO NOTHING",
-                (
-                    alert.alertId,
-                    now,
-                    now,
-                    now,
-                    me,
-                    lease,
-                    [d.id for d in deliveries],
-                    [d.webhookKey for d in deliveries],
-                ),
-            )
+            row = conn.execute(ADD, params).fetchone()
+            assert row is not None
+            created, windowTaken, acceptedBy, windowBy = row
+            if not created:
+                return AlreadyTaken("duplicate", acceptedBy or "another instance")
+            if window > 0 and not windowTaken:
+                return AlreadyTaken("rate_limited", windowBy or "another instance")
             return None
 
         d = self._submit(op, wait=True, add=True)
