@@ -180,7 +180,8 @@ class Admission:
 
     def _taken(self, failure: Failure, alert: Alert) -> None:
         """Another daemon sharing the store had this alert, or its task's window, first."""
-        taken = failure.trap(AlreadyTaken) and failure.value
+        failure.trap(AlreadyTaken)
+        taken = failure.value
         assert isinstance(taken, AlreadyTaken)
         if taken.reason == "rate_limited":
             # The cluster's window decides: this daemon's own must not outlast it.

@@ -12,7 +12,7 @@ The values it stores (:class:`~butler_tw.core.delivery.Delivery`, ...) are in
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -106,11 +106,12 @@ class IOutbox(Interface):
         """The unexpired keys of ``table``. Synchronous: called once at start-up,
         before the intake starts, so no datagram can race the restore."""
 
-    def renew(held: Sequence[str]) -> None:
-        """Keep the claim on the deliveries this daemon holds (ids), where a store is shared.
+    def renew(held: Callable[[], Sequence[str]]) -> None:
+        """Keep the claim on the deliveries this daemon holds, where a store is shared.
 
         Called every couple of seconds; a shared store renews its leases as
-        often as they need (a store of one daemon does nothing).
+        often as they need, asking ``held`` for the ids then (a store of one
+        daemon does nothing, and never asks).
         """
 
     def prune() -> None:

@@ -152,7 +152,7 @@ class DeliveryService(Service):
 
     def _pickUpReplays(self) -> Deferred[None]:
         # A shared store: keep the leases of what is held, take what nobody holds.
-        self._outbox.renew(self.held())
+        self._outbox.renew(self.held)
         d: Deferred[Any] = self._outbox.requeued()
         d.addCallback(
             self._resume,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -102,7 +102,7 @@ class MemoryOutbox:
     def remembered(self, table: str, now: float) -> list[tuple[EventKind, tuple[str, ...], float]]:
         return []
 
-    def renew(self, held: Sequence[str]) -> None:
+    def renew(self, held: Callable[[], Sequence[str]]) -> None:
         pass
 
     def prune(self) -> None:

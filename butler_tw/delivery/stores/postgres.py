@@ -294,8 +294,6 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         self.cluster: ClusterView | None = None
         #: Deliveries taken over from daemons whose lease ran out.
         self.takenOver = 0
-        #: Why the store refuses this daemon (another runs under its name), if it does.
-        self.refused: str | None = None
 
     # -- connection
 
@@ -511,13 +509,13 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
             )
         return [delivery for delivery, _ in claimed or []]
 
-    def renew(self, held: Sequence[str]) -> None:
+    def renew(self, held: Callable[[], Sequence[str]]) -> None:
         """Renew the leases of what this daemon holds (every third of a lease), and read the cluster."""
         now = self._reactor.seconds()
         if now - self._lastRenewal < self.leaseSeconds / 3:
             return
         self._lastRenewal = now
-        ids, me, lease = list(held), self.instanceName, self.leaseSeconds
+        ids, me, lease = list(held()), self.instanceName, self.leaseSeconds
 
         def op(conn: psycopg.Connection[Any]) -> ClusterView:
             if ids:

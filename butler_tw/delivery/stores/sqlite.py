@@ -383,7 +383,7 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
 
         self._submit(op)
 
-    def renew(self, held: Sequence[str]) -> None:
+    def renew(self, held: Callable[[], Sequence[str]]) -> None:
         """Nothing to renew: one daemon owns this outbox."""
 
 

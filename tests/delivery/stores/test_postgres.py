@@ -100,7 +100,7 @@ class TwoDaemonsTests(TestCase):
         (delivery,) = yield a.add(ALERT, ["k0"], 1000.0)
         for _ in range(4):
             yield pause(0.4)
-            a.renew([delivery.id])
+            a.renew(lambda: [delivery.id])
             yield a.flushed()
         self.assertEqual((yield b.requeued()), [])
 
@@ -134,7 +134,7 @@ class TwoDaemonsTests(TestCase):
         for outbox in (a, b):
             yield outbox.rebind({"k0": "f0"})
         (d,) = yield a.add(ALERT, ["k0"], 1000.0)
-        a.renew([d.id])
+        a.renew(lambda: [d.id])
         yield a.flushed()
         view = a.cluster
         self.assertEqual(view.pending, 1)
