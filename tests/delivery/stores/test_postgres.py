@@ -103,6 +103,37 @@ class TwoDaemonsTests(TestCase):
             a.renew(lambda: [delivery.id])
             yield a.flushed()
         self.assertEqual((yield b.requeued()), [])
+        # The lease itself moved (not only a's heartbeat, which alone would also keep it).
+        self.assertGreater(self.leaseLeft(delivery.id), 0.3)
+
+    @inlineCallbacks
+    def test_aBusyOwnerKeepsAnExpiredLease(self):  # type: ignore[no-untyped-def]
+        """A lease that ran out stays with an owner still committing; once it stops, it is taken."""
+        a, b = self.open("a", lease=1.0), self.open("b", lease=1.0)
+        for outbox in (a, b):
+            yield outbox.rebind({"k0": "f0"})
+        (delivery,) = yield a.add(ALERT, ["k0"], 1000.0)
+        for _ in range(4):  # no renewal, but other writes: a is alive
+            yield pause(0.4)
+            a.prune()
+            yield a.flushed()
+        self.assertLess(self.leaseLeft(delivery.id), 0)
+        self.assertEqual((yield b.requeued()), [])
+        yield pause(1.2)  # now a commits nothing for a whole lease
+        (taken,) = yield b.requeued()
+        self.assertEqual(taken.id, delivery.id)
+
+    def leaseLeft(self, deliveryId: str) -> float:
+        conn = psycopg_connect(self.dsn)
+        try:
+            row = conn.execute(
+                "SELECT lease_until - extract(epoch from now()) FROM butler_tw.deliveries WHERE id = %s",
+                (deliveryId,),
+            ).fetchone()
+        finally:
+            conn.close()
+        assert row is not None
+        return float(row[0])
 
     @inlineCallbacks
     def test_cleanStopHandsBack(self):  # type: ignore[no-untyped-def]
