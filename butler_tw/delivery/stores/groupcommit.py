@@ -18,7 +18,6 @@ how to begin and roll back a transaction, and what to do with one that broke.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Generic, TypeVar
 
 import attrs
@@ -54,6 +53,13 @@ class _Queued(Generic[C]):
     #: For rows of one statement (:meth:`GroupCommit._submitRow`): the statement(s), and its rows so far.
     sql: str | tuple[str, ...] | None = None
     rows: list[Any] | None = None
+    #: It stores a new alert (counted in ``unsavedAlerts`` once its caller went on from memory).
+    add: bool = False
+
+    @property
+    def unsaved(self) -> bool:
+        """An alert's write whose caller already went on without it."""
+        return self.add and (self.waiter is None or self.waiter.called)
 
 
 class GroupCommit(Generic[C]):
@@ -86,7 +92,6 @@ class GroupCommit(Generic[C]):
         #: Alerts handed on to delivery while their write waits for a retry: they
         #: count against butlerWebhook.maxBufferedAlerts, so a dead store cannot grow memory forever.
         self.unsavedAlerts = 0
-        self._adds: weakref.WeakSet[Op[C]] = weakref.WeakSet()
 
     # -- what a store says
 
@@ -139,21 +144,20 @@ class GroupCommit(Generic[C]):
             matter, and that must not wait behind a backlog: renewing leases).
         """
         d: Deferred[Any] | None = Deferred() if wait else None
-        if add:
-            self._adds.add(op)
         if d is not None and not read and not self.healthy:
             # Failing: the caller goes on from memory now, not at the next retry
             # (up to maxBackoff away); the write waits its turn all the same.
-            self._queued.append(_Queued(op, None, read))
+            self._queued.append(_Queued(op, None, read, add=add))
             if add:
                 self.unsavedAlerts += 1
             self._schedule()
             d.callback(None)
             return d
+        queued = _Queued(op, d, read, add=add)
         if first:
-            self._queued.insert(0, _Queued(op, d, read))
+            self._queued.insert(0, queued)
         else:
-            self._queued.append(_Queued(op, d, read))
+            self._queued.append(queued)
         self._schedule()
         return d
 
@@ -165,7 +169,7 @@ class GroupCommit(Generic[C]):
             (then ``row`` is a mapping of named parameters).
         """
         last = self._queued[-1] if self._queued else None
-        if last is not None and last.rows is not None and last.sql == sql:
+        if last is not None and last.rows is not None and last.sql == sql and len(last.rows) < MAX_BATCH:
             last.rows.append(row)  # not yet taken by a transaction: batches take the whole queue
             return
         rows = [row]
@@ -238,7 +242,7 @@ class GroupCommit(Generic[C]):
                 log.info("Outbox writes to {where} work again", where=self.where)
             self.healthy = True
             self.lastError = None
-            self.unsavedAlerts = 0  # what a failure kept was in this batch
+            self.unsavedAlerts -= sum(1 for q in batch if q.unsaved)  # stored now
             for q, value in zip(batch, result, strict=True):
                 if q.waiter is None or q.waiter.called:
                     continue
@@ -264,8 +268,12 @@ class GroupCommit(Generic[C]):
         self.healthy = False
         retry = [q for q in batch if not q.read]
         # Retried first, so that a later update of the same rows still lands after them.
-        self._queued = retry + self._queued
-        self.unsavedAlerts = sum(1 for q in retry if q.op in self._adds)
+        behind = self._queued
+        self._queued = retry + behind
+        # Every write queued, this batch's and those behind it (a backlog longer than one
+        # transaction), now waits for the store: their callers go on from memory, and each
+        # alert among them counts against maxBufferedAlerts until it is stored.
+        self.unsavedAlerts = sum(1 for q in self._queued if q.add)
         self._retryCall = self._reactor.callLater(self._backoff, self._flush)
         self._backoff = min(self._backoff * 2, self.maxBackoff)
         # Only now the waiters: what they run sees the writes queued again and counted.
@@ -275,6 +283,9 @@ class GroupCommit(Generic[C]):
             if q.read:
                 q.waiter.errback(result)
             else:
+                q.waiter.callback(None)
+        for q in behind:  # reads behind wait for the store: they cannot be answered from memory
+            if not q.read and q.waiter is not None and not q.waiter.called:
                 q.waiter.callback(None)
 
     def flushed(self) -> Deferred[None]:

@@ -13,11 +13,12 @@ import uuid
 
 import attrs
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.core.alert import _ID_NAMESPACE, EventKind
 from butler_tw.core.delivery import State
+from butler_tw.delivery.stores import groupcommit
 from butler_tw.delivery.stores.sqlite import (
     DB_NAME,
     SCHEMA,
@@ -137,6 +138,24 @@ class SqliteOutboxTests(TestCase):
         self.assertTrue(self.outbox.healthy)
         pending = yield self.outbox.pending()
         self.assertEqual(pending, deliveries)
+
+    @inlineCallbacks
+    def test_unsavedCountsEveryQueuedAlertPastOneBatch(self):  # type: ignore[no-untyped-def]
+        """With more queued than one transaction takes, every alert whose caller went on counts
+        against maxBufferedAlerts, and the count falls to 0 only once all of them are stored."""
+        self.patch(groupcommit, "MAX_BATCH", 3)
+        self.outbox._conn.execute("DROP TABLE deliveries")
+        added = [self.outbox.add(alert(i), ["a"], 1000.0) for i in range(7)]
+        yield gatherResults(added)  # every one handed out, none stored
+        self.assertFalse(self.outbox.healthy)
+        self.assertEqual(self.outbox.unsavedAlerts, 7)
+        self.outbox.add(alert(7), ["a"], 1000.0)  # while failing: out at once, counted
+        self.assertEqual(self.outbox.unsavedAlerts, 8)
+        self.outbox._conn.executescript(SCHEMA)
+        yield self.outbox.flushed()
+        self.assertTrue(self.outbox.healthy)
+        self.assertEqual(self.outbox.unsavedAlerts, 0)
+        self.assertEqual(len((yield self.outbox.pending())), 8)
 
 
 class ConnectTests(SynchronousTestCase):
