@@ -151,6 +151,8 @@ def store_problems(config: Config) -> tuple[list[str], str | None]:
         postgres.check(config.store.dsn, config.store.loggable, config.instanceName)
     except postgres.StoreError as e:
         return [f"butlerWebhook.store: {e}"], None
+    except psycopg.ProgrammingError as e:  # libpq refuses the connection string itself
+        return [f"butlerWebhook.store: {postgres.describe_error(e, config.store.dsn)}"], None
     except psycopg.Error as e:
         return (
             [],

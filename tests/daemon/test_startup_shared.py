@@ -31,6 +31,26 @@ class SharedStoreStartupTests(TestCase):
         checked = preflight(config(self.dsn, "a"), listen=False)
         self.assertIsNone(checked.storeUnreachable)
 
+    def test_checkingChangesNothing(self) -> None:
+        """check-config and the start-up check read: the schema is the daemon's to create."""
+        from butler_tw.delivery.stores.postgres import open_connection, schema_version
+
+        preflight(config(self.dsn, "a"), listen=False)
+        conn = open_connection(self.dsn, "test")
+        try:
+            self.assertEqual(schema_version(conn), 0)
+        finally:
+            conn.close()
+
+    def test_aConnectionStringLibpqRefusesIsAProblem(self) -> None:
+        dsn = self.dsn + " dbnmae=x password=s3cret"
+        with self.assertRaises(StartupError) as caught:
+            preflight(config(dsn, "a"), listen=False)
+        (problem,) = caught.exception.problems
+        self.assertTrue(problem.startswith("butlerWebhook.store: "), problem)
+        self.assertIn("dbnmae", problem)
+        self.assertNotIn("s3cret", problem)
+
     @inlineCallbacks
     def test_nameInUseIsRefused(self):  # type: ignore[no-untyped-def]
         from butler_tw.delivery.stores.postgres import PostgresOutbox

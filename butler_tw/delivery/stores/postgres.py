@@ -212,10 +212,7 @@ def _migrate(conn: psycopg.Connection[Any], by: str) -> tuple[int, int]:
         row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.migrations").fetchone()
         before = int(row[0]) if row else 0
         if before > SCHEMA_VERSION:
-            raise StoreError(
-                f"the outbox schema in the database is version {before}, newer than this butler-tw "
-                f"({__version__}) knows ({SCHEMA_VERSION}): upgrade butler-tw on this host too"
-            )
+            raise newer_schema(before)
         for version, description, sql in MIGRATIONS:
             if version <= before:
                 continue
@@ -240,8 +237,18 @@ def who_runs(conn: psycopg.Connection[Any], name: str) -> str:
     return f"host {row[0]}, pid {row[1]}" if row else "unknown host"
 
 
+def newer_schema(found: int) -> StoreError:
+    return StoreError(
+        f"the outbox schema in the database is version {found}, newer than this butler-tw "
+        f"({__version__}) knows ({SCHEMA_VERSION}): upgrade butler-tw on this host too"
+    )
+
+
 def check(dsn: str, loggable: str, name: str, timeout: float = 5.0) -> None:
     """At start-up (and ``check-config``): the database answers, the schema is ours, the name is free.
+
+    Reads only: creating or migrating the schema is the daemon's (``PostgresOutbox``), or
+    ``butler-tw store init``'s, so that checking a config never changes a shared database.
 
     :raises StoreError: for a schema too new or a name another running daemon uses.
     :raises psycopg.OperationalError: when the database cannot be reached (the daemon
@@ -249,7 +256,9 @@ def check(dsn: str, loggable: str, name: str, timeout: float = 5.0) -> None:
     """
     conn = open_connection(dsn, name, timeout)
     try:
-        migrate(conn, name)
+        found = schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise newer_schema(found)
         if not instance_lock(conn, name):
             raise StoreError(
                 f"another butler-tw is running as butlerWebhook.instanceName {name!r} on the store "
@@ -524,7 +533,6 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
                     "WHERE id = ANY(%s) AND owner = %s AND state = 'pending'",
                     (lease, ids, me),
                 )
-            conn.execute(f"UPDATE {SCHEMA}.instances SET seen_at = {DB_NOW} WHERE name = %s", (me,))
             return read_cluster(conn, now)
 
         d = self._submit(op, wait=True, read=True, first=True)
