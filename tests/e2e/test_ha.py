@@ -515,6 +515,11 @@ class SharedOutboxTests(TestCase):
         receiver = listen_http(self, Reply(503))
         daemons = yield self.startPair([receiver.url("/hook")], http=True)
         yield within(self.play(daemons.values(), alerts, perSecond=100).play(), DEADLINE, "the alerts")
+        # And a few that only b receives (as when a's appender is down): b surely holds some,
+        # so the hand-back below is always exercised.
+        onlyB = make_alerts(3)
+        ids |= {a.alertId for a in onlyB}
+        yield within(self.play([daemons["b"]], onlyB, perSecond=100).play(), DEADLINE, "b's own alerts")
 
         def cluster(name: str, check: Any) -> Any:
             """Poll ``name``'s /health until ``check(cluster section)`` holds; fires with the body."""
@@ -552,6 +557,7 @@ class SharedOutboxTests(TestCase):
             for member in section["instances"]:
                 self.assertLessEqual({"host", "pid", "version", "lastSeenSecondsAgo"}, set(member))
         heldByB = holds(bodies["a"]["cluster"])["b"]
+        self.assertGreaterEqual(heldByB, len(onlyB))
 
         mark = daemons["a"].mark()
         yield daemons["b"].stopCleanly()
@@ -562,8 +568,7 @@ class SharedOutboxTests(TestCase):
             return states["b"] == "stopped" and holds(section) == {"a": len(ids), "b": 0}
 
         yield cluster("a", aHoldsAll)
-        if heldByB:
-            yield daemons["a"].waitForOutput("handed back by another instance", DEADLINE, since=mark)
+        yield daemons["a"].waitForOutput("handed back by another instance", DEADLINE, since=mark)
         receiver.answer(200)
         yield self.waitUntilDelivered(receiver, ids, daemons["a"])
         exitA = yield daemons["a"].stopCleanly()

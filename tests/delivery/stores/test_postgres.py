@@ -374,7 +374,7 @@ class OneStoreTests(TestCase):
 
 
 class DescribeErrorTests(SynchronousTestCase):
-    skip = missing_reason()
+    """Needs psycopg only (a dependency), not a server."""
 
     def test_oneLineAndNoPassword(self) -> None:
         from butler_tw.delivery.stores.postgres import describe_error

@@ -89,12 +89,13 @@ class SharedServerTests(SynchronousTestCase):
             conn.execute("INSERT INTO outbox VALUES (1), (2)")
         before = psycopg.connect(dsn, autocommit=True)
         self.addCleanup(before.close)
+        dsnBefore = self.server.dsn()
         self.server.restart()
         # A connection from before the restart is gone...
         with self.assertRaises(psycopg.OperationalError):
             before.execute("SELECT 1")
         # ...and a new one, with the same DSN, finds the data.
-        self.assertEqual(self.server.dsn(), self.server.dsn())
+        self.assertEqual(self.server.dsn(), dsnBefore)
         with psycopg.connect(dsn) as conn:
             self.assertEqual(conn.execute("SELECT count(*) FROM outbox").fetchone(), (2,))
 
