@@ -139,6 +139,7 @@ def makeService(options: Options) -> service.IService:
         receiveBuffer=config.receiveBuffer,
         reactor=reactor,
         intakeProcess=config.intakeProcess,
+        onDropped=lambda n: stats.incr("datagrams_rejected", "intake_overflow", n),
     )
     udp = UDPServer(  # type: ignore[no-untyped-call]
         config.udpPort,

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from butler_tw.core.words import count
-from butler_tw.intake.reader import DROPPED, HEADER, SOCKET_FD
+from butler_tw.intake.reader import DROPPED, HEADER, MAX_PENDING, SOCKET_FD
 
 log = Logger(namespace="butler_tw.intake")
 
@@ -52,11 +52,7 @@ class Frames:
                 (n,) = DROPPED.unpack_from(buffer, start)
                 self._onDropped(n)
             else:
-                source = buffer[offset + size : start].decode("ascii", "replace")
-                try:
-                    self._onDatagram(buffer[start:stop], source)
-                except Exception:
-                    log.failure("Error handling a datagram of {size} bytes", size=length)
+                self._onDatagram(buffer[start:stop], buffer[offset + size : start].decode("ascii", "replace"))
             offset = stop
         self._buffer = buffer[offset:]
 
@@ -86,8 +82,6 @@ class IntakeProcess(ProcessProtocol):
         self._ended: list[Deferred[None]] = []
         #: The child's pid while it runs.
         self.pid: int | None = None
-        #: Datagrams the child dropped because the daemon was more than its bound behind.
-        self.dropped = 0
         self.restarts = 0
 
     def start(self) -> None:
@@ -120,12 +114,14 @@ class IntakeProcess(ProcessProtocol):
                     log.warn("Intake process: {line}", line=line)
 
     def _dropped(self, n: int) -> None:
-        self.dropped += n
+        # Counted (datagrams_rejected{reason="intake_overflow"}); the child sends at most one
+        # such frame per burst of drops, so this line cannot flood the log.
         self._onDropped(n)
         log.error(
-            "The intake process dropped {datagrams}: the daemon fell more than 64 MiB of datagrams behind",
+            "The intake process dropped {datagrams}: the daemon fell more than {mib} MiB of datagrams behind",
             datagrams=count(n, "datagram", "datagrams"),
             n=n,
+            mib=MAX_PENDING // 2**20,
         )
 
     def processEnded(self, reason: Failure) -> None:

@@ -109,11 +109,13 @@ class LogAppenderProtocol(DatagramProtocol):
         receiveBuffer: int = RECEIVE_BUFFER,
         reactor: Any = None,
         intakeProcess: bool = False,
+        onDropped: Callable[[int], None] = lambda n: None,
     ) -> None:
         self._onDatagram = onDatagram
         self._receiveBuffer = receiveBuffer
         self._reactor = reactor
         self._intakeProcess = intakeProcess
+        self._onDropped = onDropped
         #: The intake process (butlerWebhook.intakeProcess), once the socket is bound.
         self.intake: IntakeProcess | None = None
         #: "host:port" while the socket is open, for /health; None otherwise.
@@ -137,7 +139,8 @@ class LogAppenderProtocol(DatagramProtocol):
         log.emit(level, text, **fields)
         if self._intakeProcess:
             # Once the port is fully started (it starts reading after this method).
-            self.intake = IntakeProcess(self._reactor, self.transport, self._onDatagram)
+            # The same guarded handler as datagrams read here: one error never stops the rest.
+            self.intake = IntakeProcess(self._reactor, self.transport, self._handle, self._onDropped)
             self._reactor.callLater(0, self.intake.start)
 
     def stopProtocol(self) -> None:
@@ -146,7 +149,10 @@ class LogAppenderProtocol(DatagramProtocol):
             self.intake.stop()
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self._handle(datagram, addr[0])
+
+    def _handle(self, datagram: bytes, source: str) -> None:
         try:
-            self._onDatagram(datagram, addr[0])
+            self._onDatagram(datagram, source)
         except Exception:
             log.failure("Error handling a datagram of {size} bytes", size=len(datagram))

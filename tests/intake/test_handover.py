@@ -50,7 +50,9 @@ class FramesTests(SynchronousTestCase):
                 raise ValueError("boom")
             got.append(data)
 
-        Frames(onDatagram, lambda n: None).feed(frame(b"bad", "1.1.1.1") + frame(b"good", "1.1.1.1"))
+        # The child's datagrams go through the protocol's guard, as those read in-process do.
+        guarded = LogAppenderProtocol(onDatagram)._handle
+        Frames(guarded, lambda n: None).feed(frame(b"bad", "1.1.1.1") + frame(b"good", "1.1.1.1"))
         self.assertEqual(got, [b"good"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
