@@ -8,7 +8,6 @@ in one go. Nothing downstream re-reads raw YAML.
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from butler_tw.config.model import (
     ConfigError,
     Route,
     Webhook,
+    default_instance_name,
 )
 from butler_tw.config.spec import INVALID, Report, check, file_mode
 from butler_tw.config.store import StoreSettings
@@ -119,7 +119,7 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
         shutdownGrace=ours["shutdownGracePeriod"],
         stateDir=ours["stateDir"],
         store=_given(ours.get("store"), StoreSettings()),
-        instanceName=_given(ours.get("instanceName"), None) or platform.node() or "butler-tw",
+        instanceName=_given(ours.get("instanceName"), None) or default_instance_name(),
         leaseSeconds=ours["leaseSeconds"],
         intakeProcess=ours["intakeProcess"],
         deadLetterRetention=delivery.get("deadLetterRetention"),

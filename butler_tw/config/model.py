@@ -231,6 +231,11 @@ class Route:
     webhooks: tuple[Webhook, ...] = ()
 
 
+def default_instance_name() -> str:
+    """``butlerWebhook.instanceName`` when not given: the host name."""
+    return platform.node() or "butler-tw"
+
+
 @attrs.frozen
 class Config:
     udpHost: str
@@ -243,7 +248,7 @@ class Config:
     #: The outbox store (SQLite in ``stateDir`` unless PostgreSQL is given).
     store: StoreSettings = StoreSettings()
     #: This daemon's name among those sharing a store (``butlerWebhook.instanceName``).
-    instanceName: str = attrs.field(factory=lambda: platform.node() or "butler-tw")
+    instanceName: str = attrs.field(factory=lambda: default_instance_name())
     #: Seconds a claim on a shared delivery lasts unless renewed.
     leaseSeconds: float = DEFAULT_LEASE_SECONDS
     #: Whether a process of its own reads the UDP socket (``butlerWebhook.intakeProcess``).

@@ -233,7 +233,6 @@ def http_service(
             not_sending(pipeline.config),
             cluster=outbox.cluster,
             instance=pipeline.config.instanceName if outbox.shared else None,
-            shared=bool(outbox.shared),
             leaseSeconds=pipeline.config.leaseSeconds,
         )
 

@@ -64,7 +64,6 @@ def report(
     notSending: str | None = None,
     cluster: ClusterView | None = None,
     instance: str | None = None,
-    shared: bool = False,
     leaseSeconds: float = 30.0,
 ) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of ``/health``."""
@@ -75,6 +74,7 @@ def report(
     problems = []
     if not udpListening:
         problems.append("the UDP socket is not listening")
+    shared = instance is not None  # this daemon's name among others: the store is shared
     if not storeWritable and not shared:
         problems.append(f"the outbox cannot be written ({storeError or 'error'})")
     if lastShedAt is not None and now - lastShedAt < RECENT:

@@ -63,7 +63,7 @@ class HealthRuleTests(SynchronousTestCase):
         self.assertEqual(body["problems"][0], "the outbox cannot be written (disk I/O error)")
 
     def test_sharedStoreDownIsDegraded(self) -> None:
-        code, body = report(1.0, True, "x", False, "connection refused", [state()], shared=True)
+        code, body = report(1.0, True, "x", False, "connection refused", [state()], instance="a")
         self.assertEqual((code, body["status"]), (200, "degraded"))
         self.assertTrue(
             body["problems"][0].startswith("the shared outbox cannot be written (connection refused)")
@@ -82,7 +82,7 @@ class HealthRuleTests(SynchronousTestCase):
             oldestPendingAt=990.0,
             unowned=0,
         )
-        code, body = report(1000.0, True, "x", True, None, [state()], cluster=view, instance="a", shared=True)
+        code, body = report(1000.0, True, "x", True, None, [state()], cluster=view, instance="a")
         self.assertEqual((code, body["status"]), (200, "degraded"))
         self.assertEqual(
             body["problems"],
