@@ -35,10 +35,10 @@ ALERT_OUTCOMES = {
     "alerts_no_webhooks": "no_webhooks",
     "alerts_unrouted": "unrouted",
     "alerts_shed": "shed",
-    # A store shared by several daemons: another one had the alert, or its task's window, first.
-    "alerts_peer_duplicate": "peer_duplicate",
-    "alerts_peer_rate_limited": "peer_rate_limited",
 }
+#: Stats counter -> the ``reason`` of butler_tw_alerts_taken_by_peer_total: alerts this daemon
+#: accepted that another daemon sharing the store had first (a part of "accepted", not beside it).
+PEER_OUTCOMES = {"alerts_peer_duplicate": "duplicate", "alerts_peer_rate_limited": "rate_limited"}
 _ATTEMPT = "attempt_outcome_"
 
 
@@ -110,6 +110,11 @@ class ButlerCollector(Collector):
             "Alerts by what became of them: accepted for delivery, or suppressed and why",
             labels=["kind", "outcome"],
         )
+        peer = CounterMetricFamily(
+            "butler_tw_alerts_taken_by_peer",
+            "Accepted alerts another daemon sharing the store had first (it sends them)",
+            labels=["kind", "reason"],
+        )
         undelivered = CounterMetricFamily(
             "butler_tw_alerts_undelivered", "Alerts that reached none of their webhooks", labels=["kind"]
         )
@@ -128,6 +133,8 @@ class ButlerCollector(Collector):
                 parsed.add_metric([label], n)
             elif name in ALERT_OUTCOMES:
                 alerts.add_metric([label, ALERT_OUTCOMES[name]], n)
+            elif name in PEER_OUTCOMES:
+                peer.add_metric([label, PEER_OUTCOMES[name]], n)
             elif name == "alerts_undelivered":
                 undelivered.add_metric([label], n)
             elif name.startswith(_ATTEMPT):
@@ -136,7 +143,7 @@ class ButlerCollector(Collector):
                 deliveries.add_metric([hook(label), "delivered"], n)
             elif name == "deliveries_dead":
                 deliveries.add_metric([hook(label), "dead"], n)
-        yield from (parsed, alerts, undelivered, attempts, deliveries)
+        yield from (parsed, alerts, peer, undelivered, attempts, deliveries)
 
         latency = HistogramMetricFamily(
             "butler_tw_delivery_latency_seconds",

@@ -324,6 +324,38 @@ class RelabelTests(SynchronousTestCase):
         self.assertEqual(stats.get("deliveries_dead", "a"), 0)
         self.assertEqual(stats.histograms[("delivery_latency", "b")].count, 2)
 
+    def test_sharedStoreMetrics(self) -> None:
+        """Alerts a peer had first are a part of 'accepted', counted apart; the cluster's gauges."""
+        stats = Stats()
+        stats.incr("alerts_accepted", "reloadTaskFailure", 5)
+        stats.incr("alerts_peer_duplicate", "reloadTaskFailure", 3)
+        stats.incr("alerts_peer_rate_limited", "reloadTaskFailure", 1)
+        view = ClusterView(
+            readAt=100.0,
+            members=(Member("a", "h1", 1, "1", 2.0, False, 4), Member("b", "h2", 2, "1", 50.0, False, 0)),
+            pending=4,
+            dead=2,
+            oldestPendingAt=90.0,
+            unowned=1,
+        )
+        collector = ButlerCollector(
+            stats, lambda: [], {}, lambda: True, lambda: True, lambda: 100.0, cluster=lambda: view
+        )
+        text = generate_latest(registry_for(collector)).decode()
+        for line in (
+            'butler_tw_alerts_total{kind="reloadTaskFailure",outcome="accepted"} 5.0',
+            'butler_tw_alerts_taken_by_peer_total{kind="reloadTaskFailure",reason="duplicate"} 3.0',
+            'butler_tw_alerts_taken_by_peer_total{kind="reloadTaskFailure",reason="rate_limited"} 1.0',
+            "butler_tw_cluster_outbox_pending 4.0",
+            "butler_tw_cluster_outbox_unowned 1.0",
+            "butler_tw_cluster_outbox_dead 2.0",
+            "butler_tw_cluster_outbox_oldest_pending_seconds 10.0",
+            'butler_tw_cluster_instance_holds{instance="a"} 4.0',
+            'butler_tw_cluster_instance_silent_seconds{instance="b"} 50.0',
+        ):
+            self.assertIn(line, text)
+        self.assertNotIn('outcome="peer', text)
+
     def test_removedLabelShowsNoFingerprint(self) -> None:
         stats = Stats()
         stats.incr("deliveries_dead", "reloadTaskFailure.webhooks[0]@removed-1d593dd49228f836")
