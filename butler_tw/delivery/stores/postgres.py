@@ -457,7 +457,7 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
         def op(conn: psycopg.Connection[Any]) -> list[Delivery]:
-            return list_deliveries(conn, state, limit, newestFirst=True)
+            return recent_deliveries(conn, state, limit)
 
         d = self._submit(op, wait=True, read=True)
         assert d is not None
@@ -526,16 +526,17 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         self._lastRenewal = now
         ids, me, lease = list(held()), self.instanceName, self.leaseSeconds
 
-        def op(conn: psycopg.Connection[Any]) -> ClusterView:
-            if ids:
-                conn.execute(
-                    f"UPDATE {SCHEMA}.deliveries SET lease_until = {DB_NOW} + %s "
-                    "WHERE id = ANY(%s) AND owner = %s AND state = 'pending'",
-                    (lease, ids, me),
-                )
-            return read_cluster(conn, now)
+        def renewal(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
+                f"UPDATE {SCHEMA}.deliveries SET lease_until = {DB_NOW} + %s "
+                "WHERE id = ANY(%s) AND owner = %s AND state = 'pending'",
+                (lease, ids, me),
+            )
 
-        d = self._submit(op, wait=True, read=True, first=True)
+        if ids:  # ahead of any backlog: a live daemon's leases must not run out behind it
+            self._submit(renewal, read=True, first=True)  # a failed one is not retried: the next comes
+        # The cluster's view (a count over the outbox, for /health and /metrics) waits its turn.
+        d = self._submit(lambda conn: read_cluster(conn, now), wait=True, read=True)
         assert d is not None
         d.addCallbacks(self._viewed, lambda _: None)
 
@@ -662,20 +663,26 @@ def read_cluster(conn: psycopg.Connection[Any], readAt: float) -> ClusterView:
     )
 
 
-SELECT_DELIVERIES = (
-    "SELECT a.kind, a.fields, d.webhook_key, d.accepted_at, d.attempts, d.due_at, d.state, d.last_outcome "
-    f"FROM {SCHEMA}.deliveries d JOIN {SCHEMA}.alerts a ON a.alert_id = d.alert_id "
-)
+_COLUMNS = "a.kind, a.fields, d.webhook_key, d.accepted_at, d.attempts, d.due_at, d.state, d.last_outcome"
+_FROM = f"FROM {SCHEMA}.deliveries d JOIN {SCHEMA}.alerts a ON a.alert_id = d.alert_id "
+SELECT_DELIVERIES = f"SELECT {_COLUMNS} {_FROM}"
 
 
-def list_deliveries(
-    conn: psycopg.Connection[Any], state: State | None, limit: int, newestFirst: bool = False
-) -> list[Delivery]:
-    """``butler-tw deliveries`` (by state, then due) or ``/deliveries`` (newest first)."""
+def _listed(
+    conn: psycopg.Connection[Any], state: State | None, limit: int, order: str, extra: str = ""
+) -> list[tuple[Any, ...]]:
+    """Rows of up to ``limit`` deliveries (of ``state`` only, if given): the 8 columns of a
+    :class:`Delivery`, then ``extra``'s."""
     where = "WHERE d.state = %s " if state is not None else ""
-    order = "ORDER BY d.accepted_at DESC, d.id " if newestFirst else "ORDER BY d.state, d.due_at, d.id "
     args: list[Any] = ([state.value] if state is not None else []) + [limit]
-    return _rows(conn, SELECT_DELIVERIES + where + order + "LIMIT %s", args)
+    return conn.execute(
+        f"SELECT {_COLUMNS}{extra} {_FROM}{where}ORDER BY {order} LIMIT %s", tuple(args)
+    ).fetchall()
+
+
+def recent_deliveries(conn: psycopg.Connection[Any], state: State | None, limit: int) -> list[Delivery]:
+    """``/deliveries``: the most recently accepted first."""
+    return [delivery_from_row(r) for r in _listed(conn, state, limit, "d.accepted_at DESC, d.id")]
 
 
 def replay_dead(
@@ -731,20 +738,11 @@ def schema_version(conn: psycopg.Connection[Any]) -> int:
 def list_held(
     conn: psycopg.Connection[Any], state: State | None, limit: int
 ) -> list[tuple[Delivery, str | None, bool]]:
-    """:func:`list_deliveries` (by state, then due), each with the instance that holds it.
+    """``butler-tw deliveries`` (by state, then due), each with the instance that holds it.
 
     :return: (delivery, its owner or None, whether the owner's lease is still running).
     """
-    where = "WHERE d.state = %s " if state is not None else ""
-    args: list[Any] = ([state.value] if state is not None else []) + [limit]
-    rows = conn.execute(
-        "SELECT a.kind, a.fields, d.webhook_key, d.accepted_at, d.attempts, d.due_at, d.state, "
-        f"d.last_outcome, d.owner, d.lease_until >= {DB_NOW} FROM {SCHEMA}.deliveries d "
-        f"JOIN {SCHEMA}.alerts a ON a.alert_id = d.alert_id "
-        + where
-        + "ORDER BY d.state, d.due_at, d.id LIMIT %s",
-        tuple(args),
-    ).fetchall()
+    rows = _listed(conn, state, limit, "d.state, d.due_at, d.id", f", d.owner, d.lease_until >= {DB_NOW}")
     return [(delivery_from_row(r[:8]), r[8], bool(r[9])) for r in rows]
 
 
