@@ -49,7 +49,7 @@ def _store_line(config: Config, checked: bool, unreachable: str | None) -> str:
     elif unreachable:
         state = f"{unreachable}; the daemon would start and keep alerts in memory until it answers"
     else:
-        state = "connected, schema up to date, the instance name is free"
+        state = "connected, a schema this version knows (the daemon creates or migrates it), the name is free"
     return (
         f"outbox          PostgreSQL {config.store.loggable}, shared: this daemon is instance "
         f"{config.instanceName!r}, leases of {duration(config.leaseSeconds)} ({state})"
