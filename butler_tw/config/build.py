@@ -132,6 +132,7 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
         allowedSources=allowed,
         sourceRateLimit=int(limit["maxMessagesPerMinute"]) if limit.get("enable") is True else 0,
         maxBufferedAlerts=int(ours["maxBufferedAlerts"]),
+        maxPendingInMemory=int(ours["maxPendingInMemory"]),
         backpressureThreshold=_threshold(queue.get("backpressureThreshold")),
         httpListen=listen,
         logFormat=log.get("format", "text"),

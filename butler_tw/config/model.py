@@ -38,6 +38,7 @@ DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_SIZE = 65507  # the largest UDP payload over IPv4
 DEFAULT_SOURCE_RATE_LIMIT = 600  # datagrams per minute per source, when rateLimit.enable is true
 DEFAULT_MAX_BUFFERED_ALERTS = 20000
+DEFAULT_MAX_PENDING_IN_MEMORY = 10000  # per webhook: about 30 MB at most
 DEFAULT_BACKPRESSURE_THRESHOLD = 0.8
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -269,6 +270,8 @@ class Config:
     sourceRateLimit: int = 0
     #: Alerts held in memory while the outbox catches up; beyond, new ones are shed.
     maxBufferedAlerts: int = DEFAULT_MAX_BUFFERED_ALERTS
+    #: Pending deliveries each webhook holds in memory; beyond, they wait in the outbox only.
+    maxPendingInMemory: int = DEFAULT_MAX_PENDING_IN_MEMORY
     #: Fraction of ``maxBufferedAlerts`` at which a warning says the store is falling behind.
     backpressureThreshold: float = DEFAULT_BACKPRESSURE_THRESHOLD
     #: Twisted endpoint description for /metrics, /health, /deliveries; None = off.

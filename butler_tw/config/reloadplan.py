@@ -216,6 +216,7 @@ _LIVE: tuple[tuple[str, Callable[[Config], Any]], ...] = (
     ("allowedSources", _sources),
     ("per-source rate limit", lambda c: f"{c.sourceRateLimit}/min" if c.sourceRateLimit else "off"),
     ("butlerWebhook.maxBufferedAlerts", lambda c: str(c.maxBufferedAlerts)),
+    ("butlerWebhook.maxPendingInMemory", lambda c: str(c.maxPendingInMemory)),
     ("messageQueue.backpressureThreshold", lambda c: f"{100 * c.backpressureThreshold:g} %"),
     ("shutdownGracePeriod", lambda c: _s(c.shutdownGrace)),
     ("deadLetterRetention", lambda c: _s(c.deadLetterRetention)),

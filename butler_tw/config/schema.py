@@ -26,6 +26,7 @@ from butler_tw.config.model import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_BUFFERED_ALERTS,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_IN_MEMORY,
     DEFAULT_RATE_LIMIT,
     DEFAULT_RECEIVE_BUFFER,
     DEFAULT_SHUTDOWN_GRACE,
@@ -270,6 +271,8 @@ BUTLERWEBHOOK = Section(
         # A process of its own empties the UDP socket (bursts do not depend on rmem_max).
         "intakeProcess": Bool(default=True),
         "maxBufferedAlerts": Number(default=DEFAULT_MAX_BUFFERED_ALERTS, low=100, high=10**7, whole=True),
+        # Per webhook; beyond, pending deliveries wait in the outbox only (memory stays flat).
+        "maxPendingInMemory": Number(default=DEFAULT_MAX_PENDING_IN_MEMORY, low=10, high=10**7, whole=True),
         "delivery": Section(
             keys={
                 "retrySchedule": Anything(rule=rules.retry_schedule),

@@ -83,6 +83,18 @@ class Delivery:
 
 
 @attrs.frozen
+class Page:
+    """What :meth:`~butler_tw.delivery.outbox.IOutbox.due` read for one webhook.
+
+    :ivar deliveries: its pending deliveries, earliest due first (at most the limit asked).
+    :ivar pending: how many pending deliveries it has in the outbox in all, these included.
+    """
+
+    deliveries: list[Delivery]
+    pending: int
+
+
+@attrs.frozen
 class Rebinding:
     """What :meth:`~butler_tw.delivery.outbox.IOutbox.rebind` did to the stored deliveries.
 

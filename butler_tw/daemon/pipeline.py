@@ -87,7 +87,7 @@ class Pipeline:
             configPath,
         )
         for w in config.webhooks:
-            self.dispatchers[w.key], self.clients[w.key] = self._webhook(w)
+            self.dispatchers[w.key], self.clients[w.key] = self._webhook(w, config.maxPendingInMemory)
         self.service = DeliveryService(
             reactor,
             outbox,
@@ -101,9 +101,11 @@ class Pipeline:
             configPath=configPath,
         )
 
-    def _webhook(self, webhook: Webhook) -> tuple[Dispatcher, WebhookClient]:
+    def _webhook(self, webhook: Webhook, maxInMemory: int) -> tuple[Dispatcher, WebhookClient]:
         client = WebhookClient(webhook, self._reactor)
-        dispatcher = Dispatcher(webhook, client, self._outbox, self._reactor, self._stats)
+        dispatcher = Dispatcher(
+            webhook, client, self._outbox, self._reactor, self._stats, maxInMemory=maxInMemory
+        )
         dispatcher.onFinal = self.admission.delivery_finished
         return dispatcher, client
 
@@ -129,7 +131,9 @@ class Pipeline:
         dispatchers = {w.key: self.dispatchers[w.key] for w in plan.kept}
         clients = {w.key: self.clients[w.key] for w in plan.kept}
         for w in [r.new for r in plan.replaced] + list(plan.added):
-            dispatchers[w.key], clients[w.key] = self._webhook(w)
+            dispatchers[w.key], clients[w.key] = self._webhook(w, config.maxPendingInMemory)
+        for dispatcher in dispatchers.values():
+            dispatcher.maxInMemory = config.maxPendingInMemory
         gate = self._gate(config, sources)
         # Per-webhook numbers follow their webhook: moved to its new key, or kept
         # apart under a removed key, never inherited by whoever takes the position.

@@ -217,6 +217,7 @@ def http_service(
                 queued=d.queued,
                 inFlight=d.inFlight,
                 oldestPendingAt=d.oldestPendingAt(),
+                waitingInOutbox=d.waitingInOutbox,
             )
             for key, d in pipeline.dispatchers.items()
         ]

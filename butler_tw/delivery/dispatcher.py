@@ -4,6 +4,15 @@ One ``Dispatcher`` per webhook, so a dead or slow receiver only ever holds
 its own queue: the other webhooks and the UDP intake carry on at full speed.
 A configuration reload that changes, moves or removes a webhook retires its
 dispatcher: the deliveries go to the successor, attempts in flight finish.
+
+Memory is bounded (``butlerWebhook.maxPendingInMemory``): a dispatcher holds at
+most that many deliveries (due, waiting for a retry, or in flight). Beyond it a
+delivery waits in the outbox only, where it is stored already, and the
+dispatcher reads the earliest due back (:meth:`IOutbox.due`) once half its room
+is free. While some wait there, a delivery that fails waits for its retry there
+too, so the outbox, ordered by due time, is the queue: a day-long receiver
+outage costs disk, not memory, and changes where deliveries wait, not when
+they are tried.
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from butler_tw.channels.request import RenderError, Request, build_request
 from butler_tw.config import Webhook
-from butler_tw.core.delivery import REMOVED, Delivery, State, removed_key
+from butler_tw.config.model import DEFAULT_MAX_PENDING_IN_MEMORY
+from butler_tw.core.delivery import REMOVED, Delivery, Page, State, removed_key
 from butler_tw.core.retry import Outcome, Verdict, hint_for_status
 from butler_tw.core.stats import Stats
 from butler_tw.delivery.attempts import WebhookHealth
@@ -43,7 +54,9 @@ class Dispatcher:
         clock: IReactorTime,
         stats: Stats,
         rand: Callable[[], float] = random.random,
+        maxInMemory: int = DEFAULT_MAX_PENDING_IN_MEMORY,
     ) -> None:
+        """:param maxInMemory: the most deliveries held in memory (butlerWebhook.maxPendingInMemory)."""
         self.webhook = webhook
         self._sender = sender
         self._outbox = outbox
@@ -59,6 +72,20 @@ class Dispatcher:
         self._retired = False
         self._successor: Dispatcher | None = None
         self._target = webhook.loggableUrl
+        #: The most deliveries held in memory (butlerWebhook.maxPendingInMemory; a reload may change it).
+        self.maxInMemory = maxInMemory
+        # The outbox may hold pending deliveries of this webhook that are not in
+        # memory: true at first (whatever a restart left is there), after a spill,
+        # and until a read finds none beyond what is held.
+        self._spilled = True
+        self._spills = 0  # spills so far: a read asked before the last one cannot clear _spilled
+        # While a read of the outbox is out: the ids that came into memory since it was asked.
+        self._entered: set[str] | None = None
+        self._readFailing = False
+        # Dispatchers a reload retired for this one: their attempts in flight are not to be read back.
+        self._predecessors: list[Dispatcher] = []
+        #: About how many of its deliveries wait in the outbox only (as of the last read, plus spills).
+        self.waitingInOutbox = 0
         #: Called with each delivery that reached its end (delivered or dead).
         self.onFinal: Callable[[Delivery], None] | None = None
         #: The last attempts' outcomes, for /health (handed on at a reload).
@@ -66,8 +93,13 @@ class Dispatcher:
 
     @property
     def queued(self) -> int:
-        """Deliveries waiting: due now, or waiting for a retry."""
-        return len(self._ready) + len(self._timers)
+        """Deliveries waiting: due now, or waiting for a retry (in memory, or in the outbox only)."""
+        return len(self._ready) + len(self._timers) + self.waitingInOutbox
+
+    @property
+    def inMemory(self) -> int:
+        """Deliveries held in memory: due, waiting for a retry, or in flight."""
+        return len(self._ready) + len(self._timers) + len(self._inFlight)
 
     @property
     def inFlight(self) -> int:
@@ -91,11 +123,96 @@ class Dispatcher:
         if delivery.id in self._timers or delivery.id in self._inFlight or delivery.id in self._readyIds:
             log.info("Delivery {id} is already queued or in flight", id=delivery.id)
             return
+        if self._full():
+            self._spill()
+            return
         self._schedule(delivery)
+
+    def _full(self) -> bool:
+        """Whether a new delivery would wait in the outbox only, which holds it already.
+
+        Never while the outbox fails to write: then memory is where the delivery
+        is (bounded by butlerWebhook.maxBufferedAlerts instead).
+        """
+        return self.inMemory >= self.maxInMemory and bool(self._outbox.healthy)
+
+    def _spill(self) -> None:
+        self._spilled = True
+        self._spills += 1
+        self.waitingInOutbox += 1
+        self._stats.incr("deliveries_spilled", self.webhook.key)
+
+    def refill(self) -> Deferred[int] | None:
+        """Read back the earliest due of those waiting in the outbox only, once half the room is free.
+
+        Called as attempts end and every few seconds (the service's poll). The
+        read asks for as many as there is room for plus those held (it cannot
+        tell them apart); those held when it was asked, or that came in while
+        it was out, are left out of what it returns.
+
+        :return: the read, firing with how many came into memory (None: no read now).
+        """
+        if not self._spilled or self._entered is not None or self._stopping or self._retired:
+            return None
+        self._predecessors = [p for p in self._predecessors if p._inFlight]
+        held = set(self.held()).union(*(p._inFlight for p in self._predecessors))
+        room = self.maxInMemory - len(held)
+        if room < (self.maxInMemory + 1) // 2:
+            return None
+        self._entered = set()
+        asked, spills = room + len(held), self._spills
+        read = self._outbox.due(self.webhook.key, asked)
+        return read.addCallbacks(self._pagedIn, self._pageFailed, callbackArgs=(held, asked, spills))
+
+    def _pagedIn(self, page: Page, held: set[str], asked: int, spills: int) -> int:
+        entered, self._entered = self._entered or set(), None
+        if self._readFailing:
+            self._readFailing = False
+            log.info(
+                "Reading the deliveries waiting in the outbox for {webhook} works again",
+                webhook=self.webhook.name,
+            )
+        if self._stopping or self._retired:
+            return 0
+        taken = left = 0
+        for delivery in page.deliveries:
+            if delivery.id in held or delivery.id in entered:
+                continue
+            if self._full():
+                left += 1
+                continue
+            self._schedule(delivery)
+            taken += 1
+        if taken:
+            self._stats.incr("deliveries_paged_in", self.webhook.key, taken)
+        # Every pending delivery was among those read, and none spilled since it was asked: none wait there.
+        if len(page.deliveries) < asked and not left and spills == self._spills:
+            self._spilled = False
+            self.waitingInOutbox = 0
+        else:
+            self._spilled = True
+            self.waitingInOutbox = (
+                max(0, page.pending - len(held) - len(entered) - taken) + self._spills - spills
+            )
+        return taken
+
+    def _pageFailed(self, failure: Failure) -> int:
+        self._entered = None
+        if not self._readFailing:
+            self._readFailing = True
+            log.error(
+                "Could not read the deliveries waiting in the outbox for {webhook}: {error} "
+                "(tried again every few seconds; said again only once it works)",
+                webhook=self.webhook.name,
+                error=str(failure.value).strip() or repr(failure.value),
+            )
+        return 0
 
     def _schedule(self, delivery: Delivery) -> None:
         if self._stopping:
             return
+        if self._entered is not None:
+            self._entered.add(delivery.id)
         delay = delivery.dueAt - self._clock.seconds()
         if delay > 0:
             call = self._clock.callLater(delay, self._due, delivery.id)
@@ -190,10 +307,14 @@ class Dispatcher:
         if state is not State.PENDING and self.onFinal is not None:
             self.onFinal(updated)
         if nextAt is not None and heir is not None:
-            if heir is self:
-                self._schedule(updated)
-            else:
+            if heir is not self:
                 heir.submit(updated)
+            elif self._spilled and nextAt > now and self._outbox.healthy:
+                # Others wait in the outbox, some perhaps due before this one: it waits
+                # there too (just recorded with its new due time) and is read back in turn.
+                self._spill()
+            else:
+                self._schedule(updated)
 
     def _expire(self, delivery: Delivery) -> None:
         self._giveUp(
@@ -281,6 +402,7 @@ class Dispatcher:
         if self._inFlight.get(deliveryId) is attempt:
             del self._inFlight[deliveryId]
         self._pump()
+        self.refill()
         if not self._inFlight:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -323,6 +445,10 @@ class Dispatcher:
         self._successor = successor
         if successor is not None:
             successor.health = self.health  # the same receiver: its record carries on
+            successor._predecessors.append(self)
+            if self._spilled:
+                successor._spilled = True  # what waits in the outbox moved to its key
+                successor.waitingInOutbox += self.waitingInOutbox
         waiting = list(self._ready) + [delivery for _, delivery in self._timers.values()]
         for call, _ in self._timers.values():
             if call.active():

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from butler_tw.core.alert import Alert, EventKind
-from butler_tw.core.delivery import Delivery, Rebinding, State
+from butler_tw.core.delivery import Delivery, Page, Rebinding, State
 
 
 class AlreadyTaken(Exception):
@@ -74,8 +74,16 @@ class IOutbox(Interface):
     def recent(state: State | None, limit: int) -> Deferred[list[Delivery]]:
         """The ``limit`` most recently accepted pending or dead deliveries (of ``state`` only, if given)."""
 
-    def pending() -> Deferred[list[Delivery]]:
-        """The deliveries still pending, to resume at start-up."""
+    def due(webhookKey: str, limit: int) -> Deferred[Page]:
+        """Up to ``limit`` of the pending deliveries of ``webhookKey``, earliest due first.
+
+        How a dispatcher resumes at start-up and reads back what waits in the
+        outbox only (butlerWebhook.maxPendingInMemory): the page also says how
+        many that webhook has pending in all. It leaves out what ``butler-tw
+        replay`` re-queued (that is :meth:`requeued`'s, so that no delivery
+        is handed out twice). A store shared by several daemons claims for
+        this one what it returns: its own, and those nobody holds.
+        """
 
     def rebind(webhooks: Mapping[str, str]) -> Deferred[Rebinding | None]:
         """Reconcile stored deliveries with the webhooks now configured.

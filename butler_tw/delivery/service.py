@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -67,7 +67,6 @@ class DeliveryService(Service):
         # Dispatchers a reload replaced, until their attempts in flight end: -> their clients.
         self._retiring: dict[Dispatcher, WebhookClient] = {}
         self._dedup = dedup
-        self._retryResume: Any = None
         self._pollFailing = False
         self._onStop = onStop
         self._loops = [
@@ -126,24 +125,31 @@ class DeliveryService(Service):
             )
 
     def _resumePending(self) -> None:
-        def failed(f: Failure) -> None:
-            log.error(
-                "Could not read the pending deliveries from the outbox ({error}); trying again in 10 s",
-                error=str(f.value),
-            )
-            self._retryResume = self._clock.callLater(10, self._resumePending)
+        """Each dispatcher reads its earliest due pending deliveries, as many as it holds in memory.
 
-        self._retryResume = None
-        # The keys of rows read are those of the dispatchers at the time of the
-        # read's submission (outbox operations run in order): look them up there.
-        self._outbox.pending().addCallbacks(
-            self._resume,
-            failed,
-            callbackArgs=(
-                "Resumed {deliveries}",
-                ("pending delivery", "pending deliveries"),
-                dict(self._dispatchers),
+        Queued after the rebind, so they come back under the keys of now. A
+        read that fails is tried again at each poll (the dispatcher says so).
+        """
+        reads = [
+            d for d in (dispatcher.refill() for dispatcher in self._dispatchers.values()) if d is not None
+        ]
+        gatherResults(reads).addCallback(self._resumed)
+
+    def _resumed(self, taken: list[int]) -> None:
+        resumed = sum(taken)
+        if not resumed:
+            return
+        waiting = sum(d.waitingInOutbox for d in self._dispatchers.values())
+        log.info(
+            "Resumed {deliveries}{more}",
+            deliveries=count(resumed, "pending delivery", "pending deliveries"),
+            more=(
+                f"; {count(waiting, 'more waits', 'more wait')} in the outbox, read in as these go out "
+                "(butlerWebhook.maxPendingInMemory)"
+                if waiting
+                else ""
             ),
+            n=resumed,
         )
 
     def held(self) -> list[str]:
@@ -153,6 +159,8 @@ class DeliveryService(Service):
     def _pickUpReplays(self) -> Deferred[None]:
         # A shared store: keep the leases of what is held, take what nobody holds.
         self._outbox.renew(self.held)
+        for dispatcher in list(self._dispatchers.values()):
+            dispatcher.refill()  # what waits in the outbox only, or a read that failed
         d: Deferred[Any] = self._outbox.requeued()
         d.addCallback(
             self._resume,
@@ -250,8 +258,6 @@ class DeliveryService(Service):
         for loop, _ in self._loops:
             if loop.running:
                 loop.stop()
-        if self._retryResume is not None and self._retryResume.active():
-            self._retryResume.cancel()
         if self._onStop is not None:
             self._onStop()
         self._limiter.stop()

@@ -45,6 +45,8 @@ class WebhookState:
     queued: int
     inFlight: int
     oldestPendingAt: float | None
+    #: Of ``queued``, about how many wait in the outbox only (beyond butlerWebhook.maxPendingInMemory).
+    waitingInOutbox: int = 0
 
 
 def iso(t: float | None) -> str | None:
@@ -134,6 +136,7 @@ def report(
                 "consecutiveFailures": w.health.consecutiveFailures,
                 "lastDeadLetter": iso(w.health.lastDead),
                 "queued": w.queued,
+                "waitingInOutbox": w.waitingInOutbox,
                 "inFlight": w.inFlight,
             }
             for w in hooks

@@ -128,6 +128,12 @@ class ButlerCollector(Collector):
             "Deliveries that reached their end: delivered, or given up (dead)",
             labels=["webhook", "result"],
         )
+        paged = CounterMetricFamily(
+            "butler_tw_deliveries_paged",
+            "Pending deliveries left to wait in the outbox only (out; butlerWebhook.maxPendingInMemory "
+            "reached) and read back into memory (in)",
+            labels=["webhook", "direction"],
+        )
         for name, label, n in counts:
             if name == "alerts_parsed":
                 parsed.add_metric([label], n)
@@ -143,7 +149,11 @@ class ButlerCollector(Collector):
                 deliveries.add_metric([hook(label), "delivered"], n)
             elif name == "deliveries_dead":
                 deliveries.add_metric([hook(label), "dead"], n)
-        yield from (parsed, alerts, peer, undelivered, attempts, deliveries)
+            elif name == "deliveries_spilled":
+                paged.add_metric([hook(label), "out"], n)
+            elif name == "deliveries_paged_in":
+                paged.add_metric([hook(label), "in"], n)
+        yield from (parsed, alerts, peer, undelivered, attempts, deliveries, paged)
 
         latency = HistogramMetricFamily(
             "butler_tw_delivery_latency_seconds",
@@ -160,6 +170,12 @@ class ButlerCollector(Collector):
         inFlight = GaugeMetricFamily("butler_tw_webhook_in_flight", "Attempts in flight", labels=["webhook"])
         queued = GaugeMetricFamily(
             "butler_tw_webhook_queued", "Deliveries waiting: due, or for a retry", labels=["webhook"]
+        )
+        inOutbox = GaugeMetricFamily(
+            "butler_tw_webhook_waiting_in_outbox",
+            "Of the deliveries waiting, about how many wait in the outbox only (beyond "
+            "butlerWebhook.maxPendingInMemory; as of the last read, plus those left there since)",
+            labels=["webhook"],
         )
         failures = GaugeMetricFamily(
             "butler_tw_webhook_consecutive_failures",
@@ -180,6 +196,7 @@ class ButlerCollector(Collector):
         for key, dispatcher in self._dispatchers.items():
             inFlight.add_metric([hook(key)], dispatcher.inFlight)
             queued.add_metric([hook(key)], dispatcher.queued)
+            inOutbox.add_metric([hook(key)], dispatcher.waitingInOutbox)
             health = dispatcher.health
             failures.add_metric([hook(key)], health.consecutiveFailures)
             if health.lastSuccess is not None:
@@ -189,7 +206,7 @@ class ButlerCollector(Collector):
             at = dispatcher.oldestPendingAt()
             if at is not None:
                 oldest.append(at)
-        yield from (inFlight, queued, failures, lastSuccess, lastFailure)
+        yield from (inFlight, queued, inOutbox, failures, lastSuccess, lastFailure)
         unstored = GaugeMetricFamily(
             "butler_tw_outbox_unstored_alerts",
             "Alerts in memory waiting to be stored (bound: butlerWebhook.maxBufferedAlerts)",

@@ -23,6 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from butler_tw.config import load_config
 from butler_tw.config.store import loggable_dsn
 from butler_tw.core.delivery import State
+from butler_tw.delivery.stores.postgres import SCHEMA_VERSION
+from butler_tw.delivery.stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 from butler_tw.delivery.stores.sqlite import DB_NAME
 from tests.support.alerts import ALERT
 from tests.support.cli import run_main, write_config
@@ -205,7 +207,7 @@ class SharedOutboxTests(TestCase):
     def test_storeInitOnAnInitialisedStore(self) -> None:
         self.assertEqual(
             run_main("store", "init", "-c", self.config),
-            (0, f"outbox schema in {self.where}: already at version 1\n", ""),
+            (0, f"outbox schema in {self.where}: already at version {SCHEMA_VERSION}\n", ""),
         )
 
 
@@ -231,14 +233,18 @@ class SchemaTests(TestCase):
     def test_initThenAgain(self) -> None:
         self.assertEqual(
             run_main("store", "init", "-c", self.config),
-            (0, f"outbox schema in {self.where}: version 0 -> 1\n", ""),
+            (0, f"outbox schema in {self.where}: version 0 -> {SCHEMA_VERSION}\n", ""),
         )
         with self.server.connect(self.dbname) as conn:
-            (applied,) = conn.execute("SELECT version, applied_by FROM butler_tw.migrations").fetchall()
-        self.assertEqual(applied, (1, "butler-tw store init (admin-host)"))
+            applied = conn.execute(
+                "SELECT version, applied_by FROM butler_tw.migrations ORDER BY version"
+            ).fetchall()
+        self.assertEqual(
+            applied, [(v, "butler-tw store init (admin-host)") for v in range(1, SCHEMA_VERSION + 1)]
+        )
         self.assertEqual(
             run_main("store", "init", "-c", self.config),
-            (0, f"outbox schema in {self.where}: already at version 1\n", ""),
+            (0, f"outbox schema in {self.where}: already at version {SCHEMA_VERSION}\n", ""),
         )
         # Now the commands work, before any daemon has run.
         status, out, err = run_main("deliveries", "-c", self.config)
@@ -357,7 +363,7 @@ class SqliteStoreTests(SynchronousTestCase):
             run_main("store", "init", "-c", self.config),
             (
                 0,
-                f"outbox database {self.path}: created, schema version 3 (SQLite in stateDir, for one daemon)\n",
+                f"outbox database {self.path}: created, schema version {SQLITE_SCHEMA} (SQLite in stateDir, for one daemon)\n",
                 "",
             ),
         )
@@ -366,7 +372,7 @@ class SqliteStoreTests(SynchronousTestCase):
             run_main("store", "init", "-c", self.config),
             (
                 0,
-                f"outbox database {self.path}: ready, schema version 3 (SQLite in stateDir, for one daemon)\n",
+                f"outbox database {self.path}: ready, schema version {SQLITE_SCHEMA} (SQLite in stateDir, for one daemon)\n",
                 "",
             ),
         )

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from butler_tw.core.alert import Alert, EventKind
-from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_webhooks, removed_key
+from butler_tw.core.delivery import REMOVED, Delivery, Page, Rebinding, State, match_webhooks, removed_key
 from butler_tw.delivery.outbox import IOutbox
 
 
@@ -50,8 +50,11 @@ class MemoryOutbox:
         if delivery.state is State.DEAD:
             self.dead.append(delivery)
 
-    def pending(self) -> Deferred[list[Delivery]]:
-        return succeed(list(self.live.values()))
+    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
+        mine = sorted(
+            (d for d in self.live.values() if d.webhookKey == webhookKey), key=lambda d: (d.dueAt, d.id)
+        )
+        return succeed(Page(mine[:limit], len(mine)))
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
         rows = [d for d in [*self.live.values(), *self.dead] if state is None or d.state is state]

@@ -44,7 +44,7 @@ from zope.interface import implementer
 from butler_tw import __version__
 from butler_tw.core.alert import Alert, EventKind
 from butler_tw.core.cluster import ClusterView, Member
-from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_webhooks, removed_key
+from butler_tw.core.delivery import REMOVED, Delivery, Page, Rebinding, State, match_webhooks, removed_key
 from butler_tw.core.words import count
 from butler_tw.delivery.outbox import AlreadyTaken, IOutbox
 from butler_tw.delivery.replay import Decision
@@ -156,6 +156,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             stopped_at double precision
         );
         """,
+    ),
+    (
+        2,
+        "an index of each webhook's pending deliveries in due order (bounded memory: due())",
+        f"CREATE INDEX deliveries_due ON {SCHEMA}.deliveries (webhook_key, due_at, id) "
+        "WHERE state = 'pending';",
     ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -463,40 +469,47 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         assert d is not None
         return d
 
-    def pending(self) -> Deferred[list[Delivery]]:
-        """At start: this daemon's own pending deliveries (from before a restart), and any nobody holds."""
-        return self._claim(own=True)
+    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
+        """A webhook's pending deliveries in due order, claimed: this daemon's own (from before a
+        restart, or waiting in the outbox only), and those nobody holds."""
+        me, lease, now = self.instanceName, self.leaseSeconds, self._reactor.seconds()
+        params = {"key": webhookKey, "me": me, "lease": lease, "now": now, "limit": limit}
+
+        def op(conn: psycopg.Connection[Any]) -> tuple[list[tuple[Delivery, str | None]], int]:
+            claimed = _claim_rows(
+                conn,
+                # What `butler-tw replay` re-queued is requeued()'s to take up: never both.
+                "webhook_key = %(key)s AND NOT requeued AND (owner = %(me)s OR owner IS NULL OR "
+                f"(lease_until < {DB_NOW} AND NOT EXISTS ({ALIVE})))",
+                "due_at, id",
+                params,
+            )
+            row = conn.execute(
+                f"SELECT count(*) FROM {SCHEMA}.deliveries WHERE webhook_key = %(key)s AND state = 'pending' "
+                "AND (owner = %(me)s OR owner IS NULL)",
+                params,
+            ).fetchone()
+            return claimed, int(row[0]) if row else 0
+
+        d = self._submit(op, wait=True, read=True)
+        assert d is not None
+        return d.addCallback(lambda result: Page(self._claimed(result[0]), result[1]))
 
     def requeued(self) -> Deferred[list[Delivery]]:
         """Deliveries nobody holds: re-queued by ``butler-tw replay``, handed back, or their lease over."""
-        return self._claim(own=False)
-
-    def _claim(self, own: bool) -> Deferred[list[Delivery]]:
-        now = self._reactor.seconds()
-        me, lease, keys = self.instanceName, self.leaseSeconds, list(self._keys)
-        mine = "owner = %(me)s OR " if own else ""
+        me, lease, now, keys = self.instanceName, self.leaseSeconds, self._reactor.seconds(), list(self._keys)
+        params = {"keys": keys, "me": me, "lease": lease, "now": now, "limit": CLAIM_BATCH}
 
         def op(conn: psycopg.Connection[Any]) -> list[tuple[Delivery, str | None]]:
-            rows = conn.execute(
-                f"WITH chosen AS (SELECT id, owner AS was, lease_until AS until FROM {SCHEMA}.deliveries "
-                f"WHERE state = 'pending' AND webhook_key = ANY(%(keys)s) "
-                f"AND ({mine}owner IS NULL OR (lease_until < {DB_NOW} AND NOT EXISTS ({ALIVE}))) "
+            return _claim_rows(
+                conn,
+                "webhook_key = ANY(%(keys)s) AND "
+                f"(owner IS NULL OR (lease_until < {DB_NOW} AND NOT EXISTS ({ALIVE})))",
                 # Oldest lease first: the claimable index's order, so a huge backlog costs
-                # a slice of the index, not a sort (the dispatcher orders by due time).
-                "ORDER BY lease_until LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
-                f"claimed AS (UPDATE {SCHEMA}.deliveries d SET owner = %(me)s, "
-                f"lease_until = {DB_NOW} + %(lease)s, "
-                "accepted_at = CASE WHEN d.requeued THEN %(now)s ELSE d.accepted_at END, "
-                "due_at = CASE WHEN d.requeued THEN %(now)s ELSE d.due_at END, requeued = false "
-                "FROM chosen WHERE d.id = chosen.id RETURNING d.*, chosen.was) "
-                "SELECT a.kind, a.fields, c.webhook_key, c.accepted_at, c.attempts, c.due_at, c.state, "
-                f"c.last_outcome, c.was FROM claimed c JOIN {SCHEMA}.alerts a ON a.alert_id = c.alert_id "
-                "ORDER BY c.due_at",
-                # At start, everything still ours comes back at once (LIMIT NULL: no limit);
-                # another's, a slice per poll.
-                {"keys": keys, "me": me, "lease": lease, "now": now, "limit": None if own else CLAIM_BATCH},
-            ).fetchall()
-            return [(delivery_from_row(row[:8]), row[8]) for row in rows]
+                # a slice of the index per poll, not a sort (the dispatcher orders by due time).
+                "lease_until",
+                params,
+            )
 
         d = self._submit(op, wait=True, read=True)
         assert d is not None
@@ -622,6 +635,29 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
             )
 
         self._submit(op)
+
+
+def _claim_rows(
+    conn: psycopg.Connection[Any], where: str, order: str, params: Mapping[str, Any]
+) -> list[tuple[Delivery, str | None]]:
+    """Make this daemon the owner of up to ``limit`` pending deliveries ``where`` says, in ``order``.
+
+    :return: each with who held it before (``None``: nobody), in due order. A
+        re-queued one's age starts now (its retrySchedule and maxAge count from here).
+    """
+    rows = conn.execute(
+        f"WITH chosen AS (SELECT id, owner AS was FROM {SCHEMA}.deliveries "
+        f"WHERE state = 'pending' AND {where} ORDER BY {order} LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+        f"claimed AS (UPDATE {SCHEMA}.deliveries d SET owner = %(me)s, lease_until = {DB_NOW} + %(lease)s, "
+        "accepted_at = CASE WHEN d.requeued THEN %(now)s ELSE d.accepted_at END, "
+        "due_at = CASE WHEN d.requeued THEN %(now)s ELSE d.due_at END, requeued = false "
+        "FROM chosen WHERE d.id = chosen.id RETURNING d.*, chosen.was) "
+        "SELECT a.kind, a.fields, c.webhook_key, c.accepted_at, c.attempts, c.due_at, c.state, "
+        f"c.last_outcome, c.was FROM claimed c JOIN {SCHEMA}.alerts a ON a.alert_id = c.alert_id "
+        "ORDER BY c.due_at, c.id",
+        params,
+    ).fetchall()
+    return [(delivery_from_row(row[:8]), row[8]) for row in rows]
 
 
 def _move(conn: psycopg.Connection[Any], old: str, new: str) -> None:

@@ -25,14 +25,14 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from butler_tw.core.alert import Alert, EventKind
-from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, match_webhooks, removed_key
+from butler_tw.core.delivery import REMOVED, Delivery, Page, Rebinding, State, match_webhooks, removed_key
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.replay import Decision
 from butler_tw.delivery.stores.groupcommit import GroupCommit
 from butler_tw.delivery.stores.rows import alert_from_row, alert_to_json, delivery_from_row, outcome_row
 
 DB_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, requeued);
 CREATE INDEX IF NOT EXISTS deliveries_by_alert ON deliveries (alert_id);
 CREATE INDEX IF NOT EXISTS deliveries_requeued ON deliveries (requeued) WHERE requeued = 1;
+-- due(): a webhook's pending deliveries in due order (version 4)
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (webhook_key, due_at, id) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS dedup_keys (
     kind TEXT NOT NULL, task_id TEXT NOT NULL, execution_id TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (kind, task_id, execution_id)
@@ -252,18 +254,23 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         assert d is not None
         return d
 
-    def pending(self) -> Deferred[list[Delivery]]:
-        now = self._reactor.seconds()
-
-        def op(conn: sqlite3.Connection) -> list[Delivery]:
-            _take_up_replays(conn, now)
-            conn.execute("UPDATE deliveries SET requeued = 0 WHERE requeued = 1")
-            rows = conn.execute(SELECT_DELIVERIES + "WHERE d.state = 'pending' ORDER BY d.due_at").fetchall()
-            return [delivery_from_row(r) for r in rows]
+    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
+        def op(conn: sqlite3.Connection) -> Page:
+            # What `butler-tw replay` re-queued is requeued()'s to take up: never both.
+            rows = conn.execute(
+                SELECT_DELIVERIES + "WHERE d.webhook_key = ? AND d.state = 'pending' AND d.requeued = 0 "
+                "ORDER BY d.due_at, d.id LIMIT ?",
+                (webhookKey, limit),
+            ).fetchall()
+            deliveries = [delivery_from_row(r) for r in rows]
+            (pending,) = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE webhook_key = ? AND state = 'pending'", (webhookKey,)
+            ).fetchone()
+            return Page(deliveries, int(pending))
 
         d = self._submit(op, wait=True, read=True)
         assert d is not None
-        return d.addCallback(lambda r: r or [])
+        return d
 
     def rebind(self, webhooks: Mapping[str, str]) -> Deferred[Rebinding | None]:
         """Move stored deliveries to where their webhook is in the config now.

@@ -32,6 +32,7 @@ from butler_tw.delivery.stores.sqlite import SqliteOutbox
 from tests.support.alerts import ALERT
 from tests.support.postgres import fresh_database, missing_reason, require_postgres
 from tests.support.receivers import make_webhook
+from tests.support.stores import all_pending
 
 K0, K1, K2, K3 = (f"reloadTaskFailure.webhooks[{i}]" for i in range(4))
 TEAMS = make_webhook("http://10.0.0.1/teams?token=T", key=K0, description="Teams")
@@ -130,7 +131,7 @@ class OutboxContract:
                 Delivery(ALERT, K1, acceptedAt=1000.0, dueAt=1000.0),
             ],
         )
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(byId(pending), byId(deliveries))
 
     @inlineCallbacks
@@ -145,7 +146,7 @@ class OutboxContract:
             executionId="",
         )
         yield self.outbox.add(odd, [K0], 1000.0)
-        (pending,) = yield self.outbox.pending()
+        (pending,) = yield all_pending(self.outbox)
         (recent,) = yield self.outbox.recent(None, 10)
         self.assertEqual((pending.alert, recent.alert), (odd, odd))
         self.assertEqual(pending.id, f"{odd.alertId}/{K0}")
@@ -173,7 +174,7 @@ class OutboxContract:
         retried = attrs.evolve(c, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503")
         for d in (delivered, dead, retried):
             self.outbox.record(d)
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(pending, [retried])
         self.assertEqual((yield self.outbox.recent(State.PENDING, 10)), [retried])
         self.assertEqual((yield self.outbox.recent(State.DEAD, 10)), [dead])
@@ -202,7 +203,7 @@ class OutboxContract:
         self.outbox.record(attrs.evolve(b, attempts=2, dueAt=1030.0, lastOutcome="HTTP 503"))
         changes = yield self.outbox.rebind({K0: FX, K1: FA, K2: FB, K3: FC})
         self.assertEqual(changes, Rebinding(moved={K0: K1, K1: K2, K2: K3}))
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(
             byId(pending),
             byId(
@@ -226,7 +227,7 @@ class OutboxContract:
         self.outbox.record(attrs.evolve(b, attempts=2, lastOutcome="from B"))
         changes = yield self.outbox.rebind({K0: FB, K1: FA, K2: FC})
         self.assertEqual(changes, Rebinding(moved={K0: K1, K1: K0}))
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(
             byId(pending),
             byId(
@@ -247,7 +248,7 @@ class OutboxContract:
         a, b, c = yield self.outbox.add(ALERT, [K0, K1, K2], 1000.0)
         changes = yield self.outbox.rebind({K0: FA, K1: FB, K2: FX})
         self.assertEqual(changes, Rebinding(removed={K2: 1}))
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(byId(pending), byId([a, b]))
         gone = removed_key(K2, FC)
         dead = yield self.outbox.recent(State.DEAD, 10)
@@ -274,7 +275,7 @@ class OutboxContract:
         a, b, c = yield self.outbox.add(ALERT, [K0, K1, K2], 1000.0)
         changes = yield self.outbox.rebind({K0: FB, K1: FC})
         self.assertEqual(changes, Rebinding(moved={K1: K0, K2: K1}, removed={K0: 1}))
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(
             byId(pending), byId([attrs.evolve(b, webhookKey=K0), attrs.evolve(c, webhookKey=K1)])
         )
@@ -294,7 +295,7 @@ class OutboxContract:
         later = self.outbox.add(alert(2), [K0], 1001.0)
         _, changes, _ = yield gatherResults([adding, rebinding, later])
         self.assertEqual(changes, Rebinding(moved={K0: K3}))
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(
             sorted((d.alert.executionId, d.webhookKey, d.attempts) for d in pending),
             sorted(
@@ -335,7 +336,7 @@ class DurableOutboxContract(OutboxContract):
         yield self.assertFailure(failedRead, self.dbError)
         self.assertEqual((yield recent), [delivery])
         self.assertEqual((self.outbox.healthy, self.outbox.writeErrors), (True, 0))
-        self.assertEqual((yield self.outbox.pending()), [delivery])
+        self.assertEqual((yield all_pending(self.outbox)), [delivery])
 
     @inlineCallbacks
     def test_groupCommit(self):  # type: ignore[no-untyped-def]
@@ -384,7 +385,7 @@ class DurableOutboxContract(OutboxContract):
         yield self.outbox.close()
         again = self.open()
         self.assertEqual((yield again.rebind(BOUND)), Rebinding())
-        pending = yield again.pending()
+        pending = yield all_pending(again)
         self.assertEqual(byId(pending), byId([a, retried]))
         self.assertEqual((yield again.recent(State.DEAD, 10)), [dead])
 
@@ -400,7 +401,7 @@ class DurableOutboxContract(OutboxContract):
         yield self.outbox.close()
         again = self.open()
         yield again.rebind(BOUND)
-        self.assertEqual((yield again.pending()), [retried])
+        self.assertEqual((yield all_pending(again)), [retried])
         self.assertEqual((yield again.recent(State.DEAD, 10)), [dead])
 
     @inlineCallbacks
@@ -439,7 +440,7 @@ class DurableOutboxContract(OutboxContract):
         self.assertEqual(requeued.alert, ALERT)
         self.assertEqual((yield self.outbox.requeued()), [])
         self.assertEqual((yield self.outbox.recent(State.DEAD, 10)), [])
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(byId(pending), byId([requeued, b]))
 
 

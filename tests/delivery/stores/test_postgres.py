@@ -21,6 +21,7 @@ from butler_tw.core.delivery import State
 from butler_tw.delivery.outbox import AlreadyTaken
 from tests.support.alerts import ALERT
 from tests.support.postgres import fresh_database, missing_reason, require_postgres
+from tests.support.stores import all_pending
 
 
 def alert(i: int):  # type: ignore[no-untyped-def]
@@ -156,7 +157,7 @@ class TwoDaemonsTests(TestCase):
         a._conn.close()
         again = self.open("a")
         yield again.rebind({"k0": "f0"})
-        (delivery,) = yield again.pending()
+        (delivery,) = yield all_pending(again)
         self.assertEqual(delivery.alert, ALERT)
 
     @inlineCallbacks

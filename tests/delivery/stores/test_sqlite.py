@@ -30,6 +30,7 @@ from butler_tw.delivery.stores.sqlite import (
     list_deliveries,
 )
 from tests.support.alerts import ALERT
+from tests.support.stores import all_pending
 
 
 def alert(i: int):  # type: ignore[no-untyped-def]
@@ -106,7 +107,7 @@ class SqliteOutboxTests(TestCase):
         conn.close()
 
         outbox = self.open()
-        pending = yield outbox.pending()
+        pending = yield all_pending(outbox)
         self.assertEqual(sorted(d.id for d in pending), sorted([f"{bare.alertId}/a", f"{ALERT.alertId}/a"]))
         for d in pending:
             outbox.record(attrs.evolve(d, state=State.DELIVERED))
@@ -130,13 +131,13 @@ class SqliteOutboxTests(TestCase):
         self.assertFalse(self.outbox.healthy)
         self.assertEqual(self.outbox.writeErrors, 1)
         self.assertEqual(self.outbox.unsavedAlerts, 1, "counted by the time add() fires")
-        failedRead = self.outbox.pending()  # a read during the outage fails rather than lie
+        failedRead = self.outbox.due("a", 10)  # a read during the outage fails rather than lie
         yield self.assertFailure(failedRead, sqlite3.OperationalError)
         # The disk is back (the table returns): the retried write lands.
         self.outbox._conn.executescript(SCHEMA)
         yield self.outbox.flushed()
         self.assertTrue(self.outbox.healthy)
-        pending = yield self.outbox.pending()
+        pending = yield all_pending(self.outbox)
         self.assertEqual(pending, deliveries)
 
     @inlineCallbacks
@@ -155,7 +156,7 @@ class SqliteOutboxTests(TestCase):
         yield self.outbox.flushed()
         self.assertTrue(self.outbox.healthy)
         self.assertEqual(self.outbox.unsavedAlerts, 0)
-        self.assertEqual(len((yield self.outbox.pending())), 8)
+        self.assertEqual(len((yield all_pending(self.outbox))), 8)
 
 
 class ConnectTests(SynchronousTestCase):
@@ -255,4 +256,4 @@ class AlertRowsTests(TestCase):
         yield self.outbox.flushed()
         # ALERT stays (b is pending); the other alert went with its only, pruned, dead letter.
         self.assertEqual(self.alertIds(), {ALERT.alertId})
-        self.assertEqual([d.id for d in (yield self.outbox.pending())], [b.id])
+        self.assertEqual([d.id for d in (yield all_pending(self.outbox))], [b.id])
