@@ -147,7 +147,9 @@ class CliTests(TestCase):
         replayed = yield outbox.requeued()  # the daemon's poll takes up what was re-queued
         pending = yield all_pending(outbox)
         byId = {d.id: d for d in [*replayed, *pending]}
-        self.assertEqual([d.id for d in replayed], [self.first.id], "not also in due(): never handed out twice")
+        self.assertEqual(
+            [d.id for d in replayed], [self.first.id], "not also in due(): never handed out twice"
+        )
         self.assertGreaterEqual(byId[self.first.id].acceptedAt, before)
         self.assertGreaterEqual(byId[self.first.id].dueAt, before)
         self.assertEqual(byId[self.second.id].acceptedAt, 1000.0, "what was not replayed keeps its age")

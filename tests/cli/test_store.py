@@ -24,8 +24,8 @@ from butler_tw.config import load_config
 from butler_tw.config.store import loggable_dsn
 from butler_tw.core.delivery import State
 from butler_tw.delivery.stores.postgres import SCHEMA_VERSION
-from butler_tw.delivery.stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 from butler_tw.delivery.stores.sqlite import DB_NAME
+from butler_tw.delivery.stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 from tests.support.alerts import ALERT
 from tests.support.cli import run_main, write_config
 from tests.support.daemon import make_config

@@ -14,6 +14,7 @@ import os
 import uuid
 from typing import Any
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
@@ -53,8 +54,11 @@ def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)
 
 
-def crash_config(port: int, rateLimit: float = 0) -> dict[str, Any]:
-    """Two webhooks (POST and GET) on ``port`` of loopback, a short retry schedule."""
+def crash_config(port: int, rateLimit: float = 0, inMemory: int | None = None) -> dict[str, Any]:
+    """Two webhooks (POST and GET) on ``port`` of loopback, a short retry schedule.
+
+    :param inMemory: butlerWebhook.maxPendingInMemory (None: the default, above what the tests send).
+    """
     return make_config(
         failure=[
             webhook(f"http://127.0.0.1:{port}/post", "POST", description="Post hook"),
@@ -64,6 +68,7 @@ def crash_config(port: int, rateLimit: float = 0) -> dict[str, Any]:
         butlerWebhook={
             "shutdownGracePeriod": 3,
             "delivery": {"retrySchedule": SCHEDULE, "maxAge": 600},
+            **({"maxPendingInMemory": inMemory} if inMemory is not None else {}),
         },
     )
 
@@ -78,13 +83,17 @@ class CrashTests(TestCase):
         self.assertNotIn("Traceback", exit.output)
 
     @inlineCallbacks
-    def acceptWhileDown(self) -> Any:
+    def acceptWhileDown(self, inMemory: int | None = None) -> Any:
         """Start a daemon whose receiver is down, send :data:`ALERTS` alerts, wait until all are in its outbox.
 
         :returns: (daemon, receiver port, execution ids)
         """
         port = closed_port()
-        daemon = Daemon(self, crash_config(port))
+        config = crash_config(port, inMemory=inMemory)
+        httpPort = closed_port()
+        config["butlerWebhook"]["http"] = {"listen": f"tcp:{httpPort}:interface=127.0.0.1"}
+        daemon = Daemon(self, config)
+        daemon.httpPort = httpPort  # type: ignore[attr-defined]
         yield daemon.start()
         executions = [str(uuid.uuid4()) for _ in range(ALERTS)]
         # Distinct tasks: the rate limit (off anyway) would not apply.
@@ -100,15 +109,16 @@ class CrashTests(TestCase):
         return daemon, port, executions
 
     @inlineCallbacks
-    def restartAndDeliver(self, first: Daemon, port: int) -> Any:
+    def restartAndDeliver(self, first: Daemon, port: int, resumed: str = "") -> Any:
         """Start the successor of ``first``, bring the receiver up, wait until the outbox is empty.
 
+        :param resumed: the line it says at start (default: that it resumed every delivery).
         :returns: (receiver, the successor's :class:`Exit` after SIGTERM)
         """
         second = first.successor(self)
         yield second.start()
         total = ALERTS * len(WEBHOOKS)
-        yield second.waitForOutput(f"Resumed {total} pending deliveries", DEADLINE)
+        yield second.waitForOutput(resumed or f"Resumed {total} pending deliveries\n", DEADLINE)
         receiver = listen_http(self, port=port)
         yield within(receiver.waitForRequests(total), DEADLINE, f"{total} deliveries", second)
         yield until(
@@ -169,6 +179,59 @@ class CrashTests(TestCase):
         self.assertEqual(len(receiver.requests), ALERTS * len(WEBHOOKS))
         counts = counters(exit.output)
         self.assertEqual(counts.get("deliveries_delivered"), ALERTS * len(WEBHOOKS))
+
+    @inlineCallbacks
+    def test_boundedMemoryRestartThenDeliver(self) -> Any:
+        """600 pending with 50 per webhook held in memory: the rest wait in the outbox, across a restart
+        too, and each goes exactly once when the receiver is back."""
+        first, port, executions = yield self.acceptWhileDown(inMemory=50)
+        exit: Exit = yield first.stop()
+        self.assertCleanStop(exit)
+        self.assertGreaterEqual(counters(exit.output).get("deliveries_spilled", 0), 500, exit.output[-2000:])
+
+        receiver, exit = yield self.restartAndDeliver(
+            first, port, "Resumed 100 pending deliveries; 500 more wait in the outbox"
+        )
+        self.assertEveryAlertEverywhere(receiver.requests, executions)
+        duplicates = {k: len(v) for k, v in self.byDelivery(receiver.requests).items() if len(v) > 1}
+        self.assertEqual(duplicates, {})
+        counts = counters(exit.output)
+        self.assertEqual(counts.get("deliveries_delivered"), ALERTS * len(WEBHOOKS))
+        self.assertGreaterEqual(counts.get("deliveries_paged_in", 0), 500)
+
+    @inlineCallbacks
+    def test_boundedMemoryReceiverBack(self) -> Any:
+        """The receiver comes back while the daemon runs: what waited in the outbox only is read back in turn."""
+        daemon, port, executions = yield self.acceptWhileDown(inMemory=50)
+        response = yield treq.get(f"http://127.0.0.1:{daemon.httpPort}/health", persistent=False)
+        hooks = (yield treq.json_content(response))["webhooks"]
+        self.assertEqual([(w["queued"] + w["inFlight"]) for w in hooks], [ALERTS, ALERTS])
+        for w in hooks:  # at most 50 in memory (fewer while retries wait in the outbox too)
+            self.assertTrue(ALERTS - 50 <= w["waitingInOutbox"] < ALERTS, hooks)
+        response = yield treq.get(f"http://127.0.0.1:{daemon.httpPort}/metrics", persistent=False)
+        metrics = (yield treq.text_content(response)).splitlines()
+        waiting = [
+            line for line in metrics if line.startswith('butler_tw_webhook_waiting_in_outbox{webhook="Post')
+        ]
+        self.assertEqual(len(waiting), 1, metrics)
+        self.assertGreaterEqual(float(waiting[0].split()[-1]), ALERTS - 50)
+        out = [
+            line for line in metrics if line.startswith('butler_tw_deliveries_paged_total{direction="out"')
+        ]
+        self.assertEqual(len(out), 2, metrics)
+        receiver = listen_http(self, port=port)
+        total = ALERTS * len(WEBHOOKS)
+        yield within(receiver.waitForRequests(total), DEADLINE, f"{total} deliveries", daemon)
+        yield until(
+            lambda: deliveries_by_state(daemon.outboxPath) == {"pending": 0, "dead": 0},
+            DEADLINE,
+            "an empty outbox",
+            daemon,
+        )
+        exit: Exit = yield daemon.stop()
+        self.assertCleanStop(exit)
+        self.assertEveryAlertEverywhere(receiver.requests, executions)
+        self.assertEqual(len(receiver.requests), total, "none twice")
 
     @inlineCallbacks
     def deliverAcrossRestart(self, end: str) -> Any:

@@ -24,7 +24,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from butler_tw.core.delivery import REMOVED, Delivery, Rebinding, State, removed_key
+from butler_tw.core.delivery import REMOVED, Delivery, Page, Rebinding, State, removed_key
 from butler_tw.delivery.outbox import IOutbox
 from butler_tw.delivery.replay import Decision, plan_replay
 from butler_tw.delivery.stores.memory import MemoryOutbox
@@ -133,6 +133,28 @@ class OutboxContract:
         )
         pending = yield all_pending(self.outbox)
         self.assertEqual(byId(pending), byId(deliveries))
+
+    @inlineCallbacks
+    def test_dueEarliestFirstLimitedAndCounted(self):  # type: ignore[no-untyped-def]
+        """due(): one webhook's pending deliveries, earliest due first, at most the limit, and how many in all."""
+        added = []
+        for i in range(5):
+            (d0, _) = yield self.outbox.add(alert(i), [K0, K1], 1000.0 + i)
+            added.append(d0)
+        self.outbox.record(attrs.evolve(added[0], attempts=1, dueAt=2000.0, lastOutcome="HTTP 503"))
+        self.outbox.record(attrs.evolve(added[1], attempts=1, state=State.DEAD, lastOutcome="HTTP 400"))
+        self.outbox.record(attrs.evolve(added[2], attempts=1, state=State.DELIVERED, lastOutcome="HTTP 200"))
+        page = yield self.outbox.due(K0, 2)
+        self.assertEqual([d.id for d in page.deliveries], [added[3].id, added[4].id])
+        self.assertEqual(page.pending, 3, "the one waiting for its retry too; not the dead or delivered")
+        self.assertEqual(page.deliveries[0], added[3])
+        page = yield self.outbox.due(K0, 10)
+        self.assertEqual([d.id for d in page.deliveries], [added[3].id, added[4].id, added[0].id])
+        self.assertEqual(page.deliveries[2].dueAt, 2000.0)
+        page = yield self.outbox.due(K1, 10)
+        self.assertEqual((len(page.deliveries), page.pending), (5, 5))
+        page = yield self.outbox.due(K2, 10)
+        self.assertEqual(page, Page([], 0))
 
     @inlineCallbacks
     def test_alertRoundTrips(self):  # type: ignore[no-untyped-def]
@@ -433,6 +455,8 @@ class DurableOutboxContract(OutboxContract):
             before - 7200,  # replayed two hours before the daemon looks
         )
         self.assertEqual([(d.delivery.id, d.key, d.refusal) for d in decisions], [(a.id, K0, "")])
+        page = yield self.outbox.due(K0, 10)
+        self.assertEqual(page.deliveries, [], "requeued()'s to take up, never handed out by both")
         (requeued,) = yield self.outbox.requeued()
         self.assertEqual((requeued.id, requeued.state, requeued.attempts), (a.id, State.PENDING, 0))
         self.assertGreaterEqual(requeued.acceptedAt, before)

@@ -13,7 +13,7 @@ import threading
 
 import attrs
 from twisted.internet import reactor, task
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from butler_tw.core.alert import EventKind
@@ -135,6 +135,28 @@ class TwoDaemonsTests(TestCase):
             conn.close()
         assert row is not None
         return float(row[0])
+
+    @inlineCallbacks
+    def test_dueTakesItsOwnAndTheUnheldNotALivePeers(self):  # type: ignore[no-untyped-def]
+        """due(): what waits in the outbox only stays this daemon's, even with its lease run out, while
+        it is alive; a live peer's is never read; what nobody holds is claimed by the reader."""
+        a, b = self.open("a", lease=1.0), self.open("b", lease=1.0)
+        for outbox in (a, b):
+            yield outbox.rebind({"k0": "f0"})
+        (mine,) = yield a.add(alert(1), ["k0"], 1000.0)
+        (peers,) = yield b.add(alert(2), ["k0"], 1001.0)
+        (handed,) = yield b.add(alert(3), ["k0"], 1002.0)
+        yield pause(1.2)  # every lease runs out; both daemons keep committing
+        a.prune()
+        b.prune()
+        yield gatherResults([a.flushed(), b.flushed()])
+        with psycopg_connect(self.dsn) as conn:  # b hands one back
+            conn.execute("UPDATE butler_tw.deliveries SET owner = NULL WHERE id = %s", (handed.id,))
+        page = yield a.due("k0", 10)
+        self.assertEqual([d.id for d in page.deliveries], [mine.id, handed.id])
+        self.assertEqual(page.pending, 2, "its own and the unowned; not b's")
+        self.assertEqual((yield b.due("k0", 10)).deliveries, [peers], "the handed-back one is a's now")
+        self.assertGreater(self.leaseLeft(handed.id), 0.5, "claimed: a fresh lease")
 
     @inlineCallbacks
     def test_cleanStopHandsBack(self):  # type: ignore[no-untyped-def]
