@@ -87,11 +87,12 @@ class Page:
     """What :meth:`~butler_tw.delivery.outbox.IOutbox.due` read for one webhook.
 
     :ivar deliveries: its pending deliveries, earliest due first (at most the limit asked).
-    :ivar pending: how many pending deliveries it has in the outbox in all, these included.
+    :ivar pending: how many pending deliveries it has in the outbox in all, these included
+        (None: not counted, as asked).
     """
 
     deliveries: list[Delivery]
-    pending: int
+    pending: int | None = None
 
 
 @attrs.frozen

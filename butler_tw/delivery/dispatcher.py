@@ -82,6 +82,7 @@ class Dispatcher:
         # While a read of the outbox is out: the ids that came into memory since it was asked.
         self._entered: set[str] | None = None
         self._readFailing = False
+        self._counted = False  # the first read counts what waits in the outbox; then spills and reads do
         # Dispatchers a reload retired for this one: their attempts in flight are not to be read back.
         self._predecessors: list[Dispatcher] = []
         #: About how many of its deliveries wait in the outbox only (as of the last read, plus spills).
@@ -161,7 +162,7 @@ class Dispatcher:
             return None
         self._entered = set()
         asked, spills = room + len(held), self._spills
-        read = self._outbox.due(self.webhook.key, asked)
+        read = self._outbox.due(self.webhook.key, asked, count=not self._counted)
         return read.addCallbacks(self._pagedIn, self._pageFailed, callbackArgs=(held, asked, spills))
 
     def _pagedIn(self, page: Page, held: set[str], asked: int, spills: int) -> int:
@@ -189,11 +190,15 @@ class Dispatcher:
         if len(page.deliveries) < asked and not left and spills == self._spills:
             self._spilled = False
             self.waitingInOutbox = 0
-        else:
+        elif page.pending is not None:  # counted (the first read): the rows not in memory, and spills since
+            self._counted = True
             self._spilled = True
             self.waitingInOutbox = (
                 max(0, page.pending - len(held) - len(entered) - taken) + self._spills - spills
             )
+        else:
+            self._spilled = True
+            self.waitingInOutbox = max(0, self.waitingInOutbox - taken)
         return taken
 
     def _pageFailed(self, failure: Failure) -> int:

@@ -74,12 +74,13 @@ class IOutbox(Interface):
     def recent(state: State | None, limit: int) -> Deferred[list[Delivery]]:
         """The ``limit`` most recently accepted pending or dead deliveries (of ``state`` only, if given)."""
 
-    def due(webhookKey: str, limit: int) -> Deferred[Page]:
+    def due(webhookKey: str, limit: int, count: bool = False) -> Deferred[Page]:
         """Up to ``limit`` of the pending deliveries of ``webhookKey``, earliest due first.
 
         How a dispatcher resumes at start-up and reads back what waits in the
-        outbox only (butlerWebhook.maxPendingInMemory): the page also says how
-        many that webhook has pending in all. It leaves out what ``butler-tw
+        outbox only (butlerWebhook.maxPendingInMemory). With ``count``, the
+        page also says how many that webhook has pending in all (a count over
+        the index: asked once, at the first read, not at every page). It leaves out what ``butler-tw
         replay`` re-queued (that is :meth:`requeued`'s, so that no delivery
         is handed out twice). A store shared by several daemons claims for
         this one what it returns: its own, and those nobody holds.

@@ -36,8 +36,8 @@ class HeldReads(MemoryOutbox):
         self.reads: list[tuple[Deferred[Page], Page]] = []
         self.holding = False
 
-    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
-        read = super().due(webhookKey, limit)
+    def due(self, webhookKey: str, limit: int, count: bool = False) -> Deferred[Page]:
+        read = super().due(webhookKey, limit, count)
         if not self.holding:
             return read
         d: Deferred[Page] = Deferred()

@@ -50,11 +50,11 @@ class MemoryOutbox:
         if delivery.state is State.DEAD:
             self.dead.append(delivery)
 
-    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
+    def due(self, webhookKey: str, limit: int, count: bool = False) -> Deferred[Page]:
         mine = sorted(
             (d for d in self.live.values() if d.webhookKey == webhookKey), key=lambda d: (d.dueAt, d.id)
         )
-        return succeed(Page(mine[:limit], len(mine)))
+        return succeed(Page(mine[:limit], len(mine) if count else None))
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
         rows = [d for d in [*self.live.values(), *self.dead] if state is None or d.state is state]

@@ -469,13 +469,13 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
         assert d is not None
         return d
 
-    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
+    def due(self, webhookKey: str, limit: int, count: bool = False) -> Deferred[Page]:
         """A webhook's pending deliveries in due order, claimed: this daemon's own (from before a
         restart, or waiting in the outbox only), and those nobody holds."""
         me, lease, now = self.instanceName, self.leaseSeconds, self._reactor.seconds()
         params = {"key": webhookKey, "me": me, "lease": lease, "now": now, "limit": limit}
 
-        def op(conn: psycopg.Connection[Any]) -> tuple[list[tuple[Delivery, str | None]], int]:
+        def op(conn: psycopg.Connection[Any]) -> tuple[list[tuple[Delivery, str | None]], int | None]:
             claimed = _claim_rows(
                 conn,
                 # What `butler-tw replay` re-queued is requeued()'s to take up: never both.
@@ -484,6 +484,8 @@ class PostgresOutbox(GroupCommit[psycopg.Connection[Any]]):
                 "due_at, id",
                 params,
             )
+            if not count:
+                return claimed, None
             row = conn.execute(
                 f"SELECT count(*) FROM {SCHEMA}.deliveries WHERE webhook_key = %(key)s AND state = 'pending' "
                 "AND (owner = %(me)s OR owner IS NULL)",

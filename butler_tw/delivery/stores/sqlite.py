@@ -254,7 +254,7 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         assert d is not None
         return d
 
-    def due(self, webhookKey: str, limit: int) -> Deferred[Page]:
+    def due(self, webhookKey: str, limit: int, count: bool = False) -> Deferred[Page]:
         def op(conn: sqlite3.Connection) -> Page:
             # What `butler-tw replay` re-queued is requeued()'s to take up: never both.
             rows = conn.execute(
@@ -263,6 +263,8 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
                 (webhookKey, limit),
             ).fetchall()
             deliveries = [delivery_from_row(r) for r in rows]
+            if not count:
+                return Page(deliveries)
             (pending,) = conn.execute(
                 "SELECT count(*) FROM deliveries WHERE webhook_key = ? AND state = 'pending'", (webhookKey,)
             ).fetchone()

@@ -152,7 +152,7 @@ class TwoDaemonsTests(TestCase):
         yield gatherResults([a.flushed(), b.flushed()])
         with psycopg_connect(self.dsn) as conn:  # b hands one back
             conn.execute("UPDATE butler_tw.deliveries SET owner = NULL WHERE id = %s", (handed.id,))
-        page = yield a.due("k0", 10)
+        page = yield a.due("k0", 10, count=True)
         self.assertEqual([d.id for d in page.deliveries], [mine.id, handed.id])
         self.assertEqual(page.pending, 2, "its own and the unowned; not b's")
         self.assertEqual((yield b.due("k0", 10)).deliveries, [peers], "the handed-back one is a's now")
