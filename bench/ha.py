@@ -48,7 +48,7 @@ DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
 class Receiver:
-    """An HTTP server on loopback: records (webhook-id, instance, time, status) of every request."""
+    """An HTTP server on loopback: records (path webhook-id, instance, time, status) of every request."""
 
     def __init__(self) -> None:
         self.port = free_port(socket.SOCK_STREAM)
@@ -67,7 +67,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(
                         (
-                            self.headers.get("webhook-id", ""),
+                            f"{self.path} {self.headers.get('webhook-id', '')}",
                             self.headers.get("x-instance", ""),
                             time.time(),
                             status,
@@ -85,7 +85,7 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def delivered(self) -> dict[str, list[tuple[str, float]]]:
-        """webhook-id -> [(instance, time)] of the 200s."""
+        """ "path webhook-id" (a delivery) -> [(instance, time)] of the 200s."""
         out: dict[str, list[tuple[str, float]]] = {}
         with self.lock:
             for wid, instance, at, status in self.requests:
@@ -97,7 +97,7 @@ class Receiver:
         self.server.shutdown()
 
 
-def config(udp: int, sink: int, store: str | None, name: str, lease: int = 30) -> str:
+def config(udp: int, sink: int, store: str | None, name: str, lease: int = 30, webhooks: int = 1) -> str:
     ours = ""
     if store:
         ours = f"""
@@ -114,6 +114,16 @@ butlerWebhook:
   delivery:
     retrySchedule: [0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30]
 """
+    hooks = "".join(
+        f"""
+        - description: bench {i}
+          webhookURL: http://127.0.0.1:{sink}/bench{i}
+          httpMethod: POST
+          concurrency: 16
+          headers:
+            X-Instance: {name}"""
+        for i in range(webhooks)
+    )
     return f"""
 Butler:
   udpServerConfig:
@@ -124,13 +134,7 @@ Butler:
     enable: true
     reloadTaskFailure:
       rateLimit: 0
-      webhooks:
-        - description: bench
-          webhookURL: http://127.0.0.1:{sink}/bench
-          httpMethod: POST
-          concurrency: 16
-          headers:
-            X-Instance: {name}
+      webhooks:{hooks}
 {ours}"""
 
 
@@ -142,8 +146,10 @@ def alerts(n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def play(batch: list[tuple[str, bytes]], ports: list[int], rate: float) -> dict[str, float]:
-    """Send each datagram to every port, ``rate`` alerts a second; alert id -> when sent."""
+def play(
+    batch: list[tuple[str, bytes]], ports: list[int], rate: float, webhooks: int = 1
+) -> dict[str, float]:
+    """Send each datagram to every port, ``rate`` alerts a second; delivery ("path webhook-id") -> when sent."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sent: dict[str, float] = {}
     start = time.time()
@@ -152,7 +158,9 @@ def play(batch: list[tuple[str, bytes]], ports: list[int], rate: float) -> dict[
         delay = due - time.time()
         if delay > 0:
             time.sleep(delay)
-        sent[aid] = time.time()
+        at = time.time()
+        for i in range(webhooks):
+            sent[f"/bench{i} {aid}"] = at
         for port in ports:
             sock.sendto(data, ("127.0.0.1", port))
     sock.close()
@@ -187,7 +195,7 @@ def measure(receiver: Receiver, sent: dict[str, float]) -> dict[str, float]:
     }
 
 
-def throughput(work: Path, dsn: str, n: int, rate: float, lease: int = 30) -> list[str]:
+def throughput(work: Path, dsn: str, n: int, rate: float, lease: int = 30, webhooks: int = 1) -> list[str]:
     rows = []
     for label, store in (("two daemons, PostgreSQL", dsn), ("one daemon, SQLite", None)):
         wait_quiet()
@@ -199,12 +207,14 @@ def throughput(work: Path, dsn: str, n: int, rate: float, lease: int = 30) -> li
         )
         names = ["a", "b"] if store else ["single"]
         daemons = [
-            Daemon(work, config(port, receiver.port, store, name, lease), name=f"{label[:3]}-{name}").start()
+            Daemon(
+                work, config(port, receiver.port, store, name, lease, webhooks), name=f"{label[:3]}-{name}"
+            ).start()
             for port, name in zip(ports, names, strict=True)
         ]
         try:
-            sent = play(alerts(n), ports, rate)
-            wait_for(receiver, set(sent), 120)
+            sent = play(alerts(n), ports, rate, webhooks)
+            wait_for(receiver, set(sent), 300)
             m = measure(receiver, sent)
         finally:
             for d in daemons:
@@ -212,7 +222,7 @@ def throughput(work: Path, dsn: str, n: int, rate: float, lease: int = 30) -> li
             receiver.close()
         split = f" (a {m['a']}, b {m['b']})" if store else ""
         rows.append(
-            f"| {label} | {n} at {rate:g}/s | {n - m['lost']:.0f}{split} | {m['lost']:.0f} | {m['duplicates']:.0f} "
+            f"| {label} | {n} at {rate:g}/s × {webhooks} | {len(sent) - m['lost']:.0f}{split} | {m['lost']:.0f} | {m['duplicates']:.0f} "
             f"| {m['rate']:.0f} | {m['p50']:.0f} ms | {m['p99']:.0f} ms |"
         )
         print(rows[-1], flush=True)
@@ -262,6 +272,8 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--lease", type=int, default=30, help="leaseSeconds of the throughput rows")
+    parser.add_argument("--webhooks", type=int, default=1, help="POST webhooks of the throughput rows")
+    parser.add_argument("--no-failover", action="store_true", help="the throughput rows only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     server = PostgresServer(settings=DURABLE)
@@ -278,14 +290,20 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     try:
-        lines += throughput(work, server.create_database("throughput"), args.alerts, args.rate, args.lease)
-        lines += [
-            "",
-            "| failover | alerts | held by a | taken over by b | lost | duplicates "
-            "| a's last request -> first taken over | kill -> first taken over |",
-            "|---|---|---|---|---|---|---|---|",
-            failover(work, server.create_database("failover")),
-        ]
+        lines += throughput(
+            work, server.create_database("throughput"), args.alerts, args.rate, args.lease, args.webhooks
+        )
+        lines += (
+            []
+            if args.no_failover
+            else [
+                "",
+                "| failover | alerts | held by a | taken over by b | lost | duplicates "
+                "| a's last request -> first taken over | kill -> first taken over |",
+                "|---|---|---|---|---|---|---|---|",
+                failover(work, server.create_database("failover")),
+            ]
+        )
     finally:
         server.cleanup()
     text = "\n".join(lines) + "\n"

@@ -122,6 +122,7 @@ def _build(doc: dict[str, Any], raw: dict[str, Any], report: Report) -> Config |
         instanceName=_given(ours.get("instanceName"), None) or default_instance_name(),
         leaseSeconds=ours["leaseSeconds"],
         intakeProcess=ours["intakeProcess"],
+        storeProcess=ours["storeProcess"],
         deadLetterRetention=delivery.get("deadLetterRetention"),
         dedupTtl=0.0
         if dedup.get("enable") is False

@@ -254,6 +254,8 @@ class Config:
     leaseSeconds: float = DEFAULT_LEASE_SECONDS
     #: Whether a process of its own reads the UDP socket (``butlerWebhook.intakeProcess``).
     intakeProcess: bool = True
+    #: Whether the SQLite outbox runs in a process of its own (``butlerWebhook.storeProcess``).
+    storeProcess: bool = False
     #: Seconds a dead letter is kept for inspection and replay.
     deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
     #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.

@@ -246,6 +246,7 @@ RESTART_KEYS: tuple[tuple[str, str], ...] = (
     ("butlerWebhook.instanceName", "instanceName"),
     ("butlerWebhook.leaseSeconds", "leaseSeconds"),
     ("butlerWebhook.intakeProcess", "intakeProcess"),
+    ("butlerWebhook.storeProcess", "storeProcess"),
     ("butlerWebhook.http.listen", "httpListen"),
     ("butlerWebhook.log.format", "logFormat"),
     ("butlerWebhook.log.level", "logLevel"),

@@ -270,6 +270,8 @@ BUTLERWEBHOOK = Section(
         "leaseSeconds": Number(default=DEFAULT_LEASE_SECONDS, low=5, high=3600),
         # A process of its own empties the UDP socket (bursts do not depend on rmem_max).
         "intakeProcess": Bool(default=True),
+        # The SQLite outbox's writer in a process of its own (the second core).
+        "storeProcess": Bool(default=False),
         "maxBufferedAlerts": Number(default=DEFAULT_MAX_BUFFERED_ALERTS, low=100, high=10**7, whole=True),
         # Per webhook; beyond, pending deliveries wait in the outbox only (memory stays flat).
         "maxPendingInMemory": Number(default=DEFAULT_MAX_PENDING_IN_MEMORY, low=10, high=10**7, whole=True),

@@ -195,6 +195,13 @@ def make_outbox(config: Config, reactor: Any, inMemory: bool, unreachable: str |
             config.leaseSeconds,
             config.deadLetterRetention,
         )
+    if config.storeProcess:
+        from butler_tw.delivery.stores.outboxprocess import OutboxProcess
+
+        log.info(
+            "Outbox: {path}, written by a process of its own", path=os.path.abspath(db_path(config.stateDir))
+        )
+        return OutboxProcess(config.stateDir, reactor, config.deadLetterRetention)
     log.info("Outbox: {path}", path=os.path.abspath(db_path(config.stateDir)))
     return SqliteOutbox(config.stateDir, reactor, config.deadLetterRetention)
 

@@ -584,7 +584,7 @@ class RetryPolicyConfigTests(ConfigTestCase):
         self.assertEqual(
             self.problems(doc),
             (
-                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, store, instanceName, leaseSeconds, intakeProcess, maxBufferedAlerts, maxPendingInMemory, delivery, http, log)",
+                "butlerWebhook.shutdown: unknown key (known keys: shutdownGracePeriod, stateDir, store, instanceName, leaseSeconds, intakeProcess, storeProcess, maxBufferedAlerts, maxPendingInMemory, delivery, http, log)",
                 "butlerWebhook.delivery.retries: unknown key (known keys: retrySchedule, maxAge, deadLetterRetention)",
                 "butlerWebhook.delivery.retrySchedule: must be in increasing order",
                 "butlerWebhook.delivery.maxAge: must be between 1 and 2592000, got 0",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import uuid
 from typing import Any
 
@@ -232,6 +234,43 @@ class CrashTests(TestCase):
         self.assertCleanStop(exit)
         self.assertEveryAlertEverywhere(receiver.requests, executions)
         self.assertEqual(len(receiver.requests), total, "none twice")
+
+    @inlineCallbacks
+    def test_outboxProcessKilledLosesNothing(self) -> Any:
+        """butlerWebhook.storeProcess: the outbox's own process killed mid-stream is started again and
+        sent what it had not stored; every alert reaches every webhook, and the outbox ends empty."""
+        receiver = listen_http(self, Reply(200, delay=0.05))
+        config = crash_config(receiver.port)
+        config["butlerWebhook"]["storeProcess"] = True
+        daemon = Daemon(self, config)
+        yield daemon.start()
+        output = yield daemon.waitForOutput("writes ", DEADLINE)
+        (pid,) = re.findall(r"Outbox process (\d+) writes", output)
+        executions = [str(uuid.uuid4()) for _ in range(MID_ALERTS * 4)]
+        daemon.send(*(datagram("failed", str(uuid.uuid4()), e) for e in executions[: MID_ALERTS * 2]))
+        yield within(receiver.waitForRequests(MID_ALERTS), DEADLINE, "some deliveries", daemon)
+        os.kill(int(pid), signal.SIGKILL)
+        daemon.send(*(datagram("failed", str(uuid.uuid4()), e) for e in executions[MID_ALERTS * 2 :]))
+        yield daemon.waitForOutput("The outbox process ended", DEADLINE)
+        yield daemon.waitForOutput("started again", DEADLINE)
+        total = len(executions) * len(WEBHOOKS)
+        yield until(
+            lambda: (
+                self.byDelivery(receiver.requests).keys() >= {(p, e) for e in executions for p in WEBHOOKS}
+            ),
+            DEADLINE,
+            f"{total} deliveries",
+            daemon,
+        )
+        yield until(
+            lambda: deliveries_by_state(daemon.outboxPath) == {"pending": 0, "dead": 0},
+            DEADLINE,
+            "an empty outbox (the deletions of what was delivered while it was down landed)",
+            daemon,
+        )
+        exit: Exit = yield daemon.stop()
+        self.assertCleanStop(exit)
+        self.assertEveryAlertEverywhere(receiver.requests, executions)
 
     @inlineCallbacks
     def deliverAcrossRestart(self, end: str) -> Any:

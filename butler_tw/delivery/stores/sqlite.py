@@ -366,11 +366,8 @@ class SqliteOutbox(GroupCommit[sqlite3.Connection]):
         Read synchronously, once, before the intake starts: the writer thread
         has nothing to do yet, and no datagram can race the restore.
         """
-        name, columns = _KEYED[table]
         assert self._conn is not None, "open() first"
-        sql = f"SELECT kind, expires_at, {', '.join(columns)} FROM {name} WHERE expires_at > ?"  # noqa: S608
-        rows = self._conn.execute(sql, (now,)).fetchall()
-        return [(EventKind(k), tuple(key), exp) for k, exp, *key in rows]
+        return remembered_rows(self._conn, table, now)
 
     def prune(self) -> None:
         """Drop expired keys, old dead letters and alerts no delivery refers to."""
@@ -409,6 +406,16 @@ def _take_up_replays(conn: sqlite3.Connection, now: float) -> int:
             (now, now),
         ).rowcount
     )
+
+
+def remembered_rows(
+    conn: sqlite3.Connection, table: str, now: float
+) -> list[tuple[EventKind, tuple[str, ...], float]]:
+    """The unexpired de-duplication keys (``dedup``) or rate-limit windows (``windows``)."""
+    name, columns = _KEYED[table]
+    sql = f"SELECT kind, expires_at, {', '.join(columns)} FROM {name} WHERE expires_at > ?"  # noqa: S608
+    rows = conn.execute(sql, (now,)).fetchall()
+    return [(EventKind(k), tuple(key), exp) for k, exp, *key in rows]
 
 
 def list_deliveries(conn: sqlite3.Connection, state: State | None, limit: int) -> list[Delivery]:
