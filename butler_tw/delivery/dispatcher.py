@@ -155,10 +155,13 @@ class Dispatcher:
         """
         if not self._spilled or self._entered is not None or self._stopping or self._retired:
             return None
+        half = (self.maxInMemory + 1) // 2
+        if self.maxInMemory - self.inMemory < half:
+            return None  # the common case under load, decided by counts: no set of ids built
         self._predecessors = [p for p in self._predecessors if p._inFlight]
         held = set(self.held()).union(*(p._inFlight for p in self._predecessors))
         room = self.maxInMemory - len(held)
-        if room < (self.maxInMemory + 1) // 2:
+        if room < half:
             return None
         self._entered = set()
         asked, spills = room + len(held), self._spills

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import Callable, Mapping, Sequence
 
@@ -51,10 +52,9 @@ class MemoryOutbox:
             self.dead.append(delivery)
 
     def due(self, webhookKey: str, limit: int, count: bool = False) -> Deferred[Page]:
-        mine = sorted(
-            (d for d in self.live.values() if d.webhookKey == webhookKey), key=lambda d: (d.dueAt, d.id)
-        )
-        return succeed(Page(mine[:limit], len(mine) if count else None))
+        mine = [d for d in self.live.values() if d.webhookKey == webhookKey]
+        first = heapq.nsmallest(limit, mine, key=lambda d: (d.dueAt, d.id))
+        return succeed(Page(first, len(mine) if count else None))
 
     def recent(self, state: State | None, limit: int) -> Deferred[list[Delivery]]:
         rows = [d for d in [*self.live.values(), *self.dead] if state is None or d.state is state]
