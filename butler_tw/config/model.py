@@ -255,7 +255,7 @@ class Config:
     #: Whether a process of its own reads the UDP socket (``butlerWebhook.intakeProcess``).
     intakeProcess: bool = True
     #: Whether the SQLite outbox runs in a process of its own (``butlerWebhook.storeProcess``).
-    storeProcess: bool = False
+    storeProcess: bool = True
     #: Seconds a dead letter is kept for inspection and replay.
     deadLetterRetention: float = DEFAULT_DEAD_LETTER_RETENTION
     #: Seconds a (kind, executionId) is remembered to drop duplicates; 0 = off.

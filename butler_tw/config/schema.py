@@ -271,7 +271,7 @@ BUTLERWEBHOOK = Section(
         # A process of its own empties the UDP socket (bursts do not depend on rmem_max).
         "intakeProcess": Bool(default=True),
         # The SQLite outbox's writer in a process of its own (the second core).
-        "storeProcess": Bool(default=False),
+        "storeProcess": Bool(default=True),
         "maxBufferedAlerts": Number(default=DEFAULT_MAX_BUFFERED_ALERTS, low=100, high=10**7, whole=True),
         # Per webhook; beyond, pending deliveries wait in the outbox only (memory stays flat).
         "maxPendingInMemory": Number(default=DEFAULT_MAX_PENDING_IN_MEMORY, low=10, high=10**7, whole=True),

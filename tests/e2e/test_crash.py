@@ -85,13 +85,15 @@ class CrashTests(TestCase):
         self.assertNotIn("Traceback", exit.output)
 
     @inlineCallbacks
-    def acceptWhileDown(self, inMemory: int | None = None) -> Any:
+    def acceptWhileDown(self, inMemory: int | None = None, storeProcess: bool = True) -> Any:
         """Start a daemon whose receiver is down, send :data:`ALERTS` alerts, wait until all are in its outbox.
 
+        :param storeProcess: ``butlerWebhook.storeProcess`` (false: the writer is a thread of the daemon).
         :returns: (daemon, receiver port, execution ids)
         """
         port = closed_port()
         config = crash_config(port, inMemory=inMemory)
+        config["butlerWebhook"]["storeProcess"] = storeProcess
         httpPort = closed_port()
         config["butlerWebhook"]["http"] = {"listen": f"tcp:{httpPort}:interface=127.0.0.1"}
         daemon = Daemon(self, config)
@@ -168,6 +170,18 @@ class CrashTests(TestCase):
         self.assertEqual(counts.get("deliveries_dead", 0), 0)
 
     @inlineCallbacks
+    def test_kill9ThenRestartWriterThread(self) -> Any:
+        """The same with ``storeProcess: false``: the outbox written by a thread of the daemon."""
+        first, port, executions = yield self.acceptWhileDown(storeProcess=False)
+        self.assertNotIn("written by a process of its own", first.output)
+        exit: Exit = yield first.kill()
+        self.assertEqual(exit.signal, 9, exit.output)
+
+        receiver, exit = yield self.restartAndDeliver(first, port)
+        self.assertEveryAlertEverywhere(receiver.requests, executions)
+        self.assertEqual(counters(exit.output).get("deliveries_delivered"), ALERTS * len(WEBHOOKS))
+
+    @inlineCallbacks
     def test_sigtermThenRestart(self) -> Any:
         """SIGTERM with hundreds of alerts pending: the next daemon delivers each exactly once per webhook."""
         first, port, executions = yield self.acceptWhileDown()
@@ -237,12 +251,10 @@ class CrashTests(TestCase):
 
     @inlineCallbacks
     def test_outboxProcessKilledLosesNothing(self) -> Any:
-        """butlerWebhook.storeProcess: the outbox's own process killed mid-stream is started again and
+        """butlerWebhook.storeProcess (the default): the outbox's own process killed mid-stream is started again and
         sent what it had not stored; every alert reaches every webhook, and the outbox ends empty."""
         receiver = listen_http(self, Reply(200, delay=0.05))
-        config = crash_config(receiver.port)
-        config["butlerWebhook"]["storeProcess"] = True
-        daemon = Daemon(self, config)
+        daemon = Daemon(self, crash_config(receiver.port))
         yield daemon.start()
         output = yield daemon.waitForOutput("writes ", DEADLINE)
         (pid,) = re.findall(r"Outbox process (\d+) writes", output)
