@@ -142,6 +142,7 @@ def run_daemon(s: dict, harness: Path, workdir: Path, profile: Path | None = Non
                 "-f",
                 "raw",
                 "--nolineno",
+                "--subprocesses",
                 "-t",
                 "-o",
                 str(out_file),

@@ -10,7 +10,8 @@ TTL, so insertion order is expiry order).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from butler_tw.core.alert import Alert, EventKind
@@ -20,6 +21,18 @@ if TYPE_CHECKING:  # annotations only: importing Twisted would load socket and s
 
 #: (kind, taskId, executionId), the ids lower-cased.
 Key = tuple[EventKind, str, str]
+
+
+def digest(kind: EventKind, taskId: str, executionId: str) -> bytes:
+    """The 16 bytes a key is held as: a 128-bit BLAKE2b of the key, lower-cased.
+
+    Held this way a key costs about 100 bytes instead of 400 (the tuple and its two
+    lower-cased copies of 36-character ids): at 2,000 alerts/s and a 10-minute TTL that
+    is the difference between 120 MB and 480 MB. Two keys share a digest with a
+    probability near 2^-128 per pair: never, in practice.
+    """
+    text = f"{kind.value}\x00{taskId.lower()}\x00{executionId.lower()}"
+    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class Deduplicator:
@@ -38,7 +51,11 @@ class Deduplicator:
         self._clock = clock
         self._ttl = ttl
         self._onRemember = onRemember
-        self._expiries: OrderedDict[Key, float] = OrderedDict()
+        # The keys held, and the same keys oldest first beside the time each expires (all
+        # share one TTL, so the order they came in is the order they expire in).
+        self._held: set[bytes] = set()
+        self._keys: deque[bytes] = deque()
+        self._expiries: deque[float] = deque()
 
     def seen(self, alert: Alert) -> bool:
         """True if ``alert`` is a duplicate; otherwise remember it and say False.
@@ -49,21 +66,22 @@ class Deduplicator:
             return False
         now = self._clock.seconds()
         self._sweep(now)
-        key = (alert.kind, alert.taskId.lower(), alert.executionId.lower())
-        if key in self._expiries:
+        key = digest(alert.kind, alert.taskId, alert.executionId)
+        if key in self._held:
             return True
         expiresAt = now + self._ttl
-        self._expiries[key] = expiresAt
+        self._hold(key, expiresAt)
         if self._onRemember is not None:
-            self._onRemember(key[0], key[1:], expiresAt)
+            self._onRemember(alert.kind, (alert.taskId.lower(), alert.executionId.lower()), expiresAt)
         return False
 
     def restore(self, entries: Iterable[tuple[EventKind, tuple[str, ...], float]]) -> None:
         """Re-arm the keys remembered before a restart: (kind, (taskId, executionId), expiresAt)."""
+        latest = dict(zip(self._keys, self._expiries, strict=True))
         for kind, (taskId, executionId), expiresAt in entries:
-            key = (kind, taskId.lower(), executionId.lower())
-            self._expiries[key] = max(expiresAt, self._expiries.get(key, 0.0))
-        self._expiries = OrderedDict(sorted(self._expiries.items(), key=lambda kv: kv[1]))
+            key = digest(kind, taskId, executionId)
+            latest[key] = max(expiresAt, latest.get(key, 0.0))
+        self._rebuild(sorted(latest.items(), key=lambda kv: kv[1]))
 
     def reconfigure(self, ttl: float) -> None:
         """Take a new TTL (a configuration reload), keeping the keys already seen.
@@ -74,19 +92,28 @@ class Deduplicator:
         forgets the keys.
         """
         if ttl <= 0:
-            self._expiries.clear()
+            self._rebuild([])
         elif 0 < ttl < self._ttl:
             shift = self._ttl - ttl
-            self._expiries = OrderedDict((key, at - shift) for key, at in self._expiries.items())
+            self._expiries = deque(at - shift for at in self._expiries)
             self._sweep(self._clock.seconds())
         self._ttl = ttl
 
     def __len__(self) -> int:
-        return len(self._expiries)
+        return len(self._held)
+
+    def _hold(self, key: bytes, expiresAt: float) -> None:
+        self._held.add(key)
+        self._keys.append(key)
+        self._expiries.append(expiresAt)
+
+    def _rebuild(self, entries: list[tuple[bytes, float]]) -> None:
+        self._held, self._keys, self._expiries = set(), deque(), deque()
+        for key, expiresAt in entries:
+            self._hold(key, expiresAt)
 
     def _sweep(self, now: float) -> None:
-        while self._expiries:
-            key, expiresAt = next(iter(self._expiries.items()))
-            if expiresAt > now:
-                return
-            del self._expiries[key]
+        expiries, keys, held = self._expiries, self._keys, self._held
+        while expiries and expiries[0] <= now:
+            expiries.popleft()
+            held.discard(keys.popleft())

@@ -80,6 +80,60 @@ class JsonLinesTests(SynchronousTestCase):
         self.assertEqual(record["message"], "Task 'Rapport försäljning ✓'")
 
 
+class Point:
+    x = 3
+
+    def name(self) -> str:
+        return "called"
+
+
+class TextLinesTests(SynchronousTestCase):
+    """Our text observer writes exactly the line Twisted's ``textFileLogObserver`` would, faster."""
+
+    def events(self) -> list[dict[str, Any]]:
+        base = {"log_time": 1764786325.75, "log_namespace": "butler_tw.x", "log_level": LogLevel.info}
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        return [
+            {
+                **base,
+                "log_format": "{event}: task {taskName!r} in {ms} ms",
+                "event": "Failed",
+                "taskName": "A 'b'",
+                "ms": 3,
+            },
+            {**base, "log_format": "{p.x} and {p.name()}", "p": Point()},  # a call: Twisted's formatter
+            {**base, "log_format": "{missing} field"},  # Twisted's "Unable to format event"
+            {**base, "log_format": "two\nlines {n:>4}", "n": 7},
+            {**base, "log_format": "with system", "log_system": "intake"},
+            {"log_format": "no level, namespace or time"},
+            {**base, "log_format": ""},
+            {**base, "log_format": b"bytes {n}", "n": 1},
+            {**base, "log_format": "{}", "": "empty key"},
+            {**base, "log_format": "it broke: {why}", "why": "x", "log_failure": failure},
+            {**base, "log_format": None, "log_text": "legacy"},
+            {**base, "log_level": LogLevel.error, "log_format": "{u}", "u": Unprintable()},
+        ]
+
+    def test_sameAsTwisted(self) -> None:
+        from twisted.logger import formatEventAsClassicLogText
+
+        for event in self.events():
+            out = io.StringIO()
+            logsetup.text_observer(out)(dict(event))
+            self.assertEqual(out.getvalue(), formatEventAsClassicLogText(dict(event)) or "", event)
+
+    def test_stampPerSecond(self) -> None:
+        from twisted.logger import formatTime
+
+        stamp = logsetup._Stamp()
+        for when in [100.2, 100.9, 101.0, 99.5, -0.5, 1764786325.999]:
+            self.assertEqual(stamp(when), formatTime(when), when)
+        self.assertEqual(stamp(None), "-")
+
+
 class LevelFilterTests(SynchronousTestCase):
     def test_levelAndLifecycle(self) -> None:
         out = io.StringIO()
